@@ -1,0 +1,111 @@
+"""Loads the demo data in fixtures/demo.json (written by fixtures/generate_demo.py). Idempotent."""
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from comparisons.models import (
+    Datapoint,
+    Dataset,
+    Evaluation,
+    EvaluationRun,
+    Evaluator,
+    Feedback,
+    Function,
+    Inference,
+)
+
+DEMO_FILE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "evalcompare-demo"
+
+
+@dataclass
+class DemoLoad:
+    created: dict[str, int]
+    username: str
+    password: str | None  # None when the login already existed (its password is left alone)
+
+
+def _insert(model, objects) -> int:
+    """Insert rows whose ids are new; existing ids are left untouched. Returns how many were new."""
+    ids = [str(o.pk) for o in objects]
+    existing = {str(pk) for pk in model.objects.filter(pk__in=ids).values_list("pk", flat=True)}
+    fresh = [o for o in objects if str(o.pk) not in existing]
+    model.objects.bulk_create(fresh, batch_size=1000)
+    return len(fresh)
+
+
+@transaction.atomic
+def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
+    """Create the demo functions, datasets, evaluations, runs, inferences and feedback, and a login."""
+    data = json.loads(Path(path).read_text())
+    created = {}
+    functions = {}
+    for item in data["functions"]:
+        functions[item["name"]], new = Function.objects.get_or_create(
+            name=item["name"], defaults={"kind": item["kind"], "description": item["description"]}
+        )
+        created["functions"] = created.get("functions", 0) + new
+    datasets = {}
+    for item in data["datasets"]:
+        datasets[item["name"]], new = Dataset.objects.get_or_create(
+            name=item["name"], defaults={"description": item["description"]}
+        )
+        created["datasets"] = created.get("datasets", 0) + new
+    evaluations = {}
+    created["evaluations"] = created["evaluators"] = 0
+    for item in data["evaluations"]:
+        evaluation, new = Evaluation.objects.get_or_create(
+            name=item["name"],
+            defaults={"function": functions[item["function"]], "dataset": datasets[item["dataset"]],
+                      "description": item["description"], "prompt_template": item["prompt_template"]},
+        )
+        evaluations[item["name"]] = evaluation
+        created["evaluations"] += new
+        for spec in item["evaluators"]:
+            _, new = Evaluator.objects.get_or_create(evaluation=evaluation, name=spec["name"], defaults=spec)
+            created["evaluators"] += new
+
+    created["datapoints"] = _insert(Datapoint, [
+        Datapoint(id=d["id"], dataset=datasets[d["dataset"]], function=functions[d["function"]], name=d["name"],
+                  input=d["input"], reference_output=d["reference_output"], tags=d["tags"],
+                  staled_at=parse_datetime(d["staled_at"]) if d["staled_at"] else None,
+                  supersedes_id=d["supersedes"])
+        for d in sorted(data["datapoints"], key=lambda d: d["id"])
+    ])
+    inputs = {d["id"]: d["input"] for d in data["datapoints"]}
+    runs, inferences, feedback = [], [], []
+    for r in data["runs"]:
+        runs.append(EvaluationRun(
+            id=r["id"], evaluation=evaluations[r["evaluation"]], variant_name=r["variant_name"],
+            status=r["status"], config=r["config"], tags=r["tags"], finished_at=parse_datetime(r["finished_at"]),
+        ))
+        for i in r["inferences"]:
+            inferences.append(Inference(
+                id=i["id"], run_id=r["id"], datapoint_id=i["datapoint"], input=inputs[i["datapoint"]],
+                output=i["output"], variant_name=r["variant_name"], variant_pinned=i["variant_pinned"],
+                latency_ms=i["latency_ms"], input_tokens=i["input_tokens"], output_tokens=i["output_tokens"],
+                cost=Decimal(str(i["cost"])), error=i["error"], tags=i["tags"],
+            ))
+            feedback.extend(
+                Feedback(id=f["id"], inference_id=i["id"], metric=f["metric"], value=f["value"],
+                         source=f["source"], reason=f["reason"])
+                for f in i["feedback"]
+            )
+    created["runs"] = _insert(EvaluationRun, runs)
+    created["inferences"] = _insert(Inference, inferences)
+    created["feedback"] = _insert(Feedback, feedback)
+
+    User = get_user_model()
+    password = None
+    if not User.objects.filter(username=DEMO_USERNAME).exists():
+        User.objects.create_superuser(DEMO_USERNAME, "demo@example.com", DEMO_PASSWORD)
+        password = DEMO_PASSWORD
+    return DemoLoad(created=created, username=DEMO_USERNAME, password=password)

@@ -1,0 +1,44 @@
+"""Parsing of the comparison's query string and the metric-correction form."""
+
+from django import forms
+
+from comparisons.ids import parse_uuid
+from comparisons.queries import ComparisonError, RowFilter, RowQuery, RowSort, parse_run_ids
+
+
+class ComparisonForm(forms.Form):
+    """The comparison page's state, all of it in the query string."""
+
+    run_ids = forms.CharField(required=False)
+    after = forms.CharField(required=False)
+    filter = forms.CharField(required=False)
+    metric = forms.CharField(required=False)
+    sort = forms.CharField(required=False)
+
+    def parsed(self):
+        """(run ids, RowQuery), or ComparisonError (400) naming the first bad parameter."""
+        self.is_valid()
+        data = self.cleaned_data
+        run_ids = parse_run_ids(data.get("run_ids"))
+        after = None
+        if data.get("after"):
+            after = parse_uuid(data["after"])
+            if after is None:
+                raise ComparisonError(f"after='{data['after'][:60]}' is not a datapoint id (a UUID is expected).")
+        query = RowQuery(filter=data.get("filter") or RowFilter.ALL, metric=data.get("metric") or "",
+                         sort=data.get("sort") or RowSort.NEWEST, after=after)
+        return run_ids, query
+
+    def state(self) -> dict:
+        """The non-empty parameters, for building links that keep the page's state."""
+        self.is_valid()
+        return {k: v for k, v in self.cleaned_data.items() if v and k != "after"}
+
+
+class CorrectionForm(forms.Form):
+    """A human correction of one metric value of one inference."""
+
+    inference_id = forms.UUIDField()
+    metric = forms.CharField(max_length=200)
+    value = forms.FloatField()
+    reason = forms.CharField(max_length=2000, required=False)

@@ -1,0 +1,80 @@
+"""UUIDv7 ids: the first 48 bits are Unix milliseconds, so PostgreSQL's bytewise `uuid` order is time order.
+
+Every id that carries time in evalcompare comes from `uuid7()`; `uuid7_time()` reads the time back.
+The window rule compares times at millisecond precision, so `uuid7_max()` gives the greatest id
+of a millisecond: `id <= uuid7_max(t)` is exactly `time(id) <= t`, and it can use an index.
+"""
+
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+_lock = threading.Lock()
+_last_ms = -1
+_counter = 0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(when: datetime | int | None) -> int:
+    """Unix milliseconds of `when` (floored, exact: integer arithmetic, no float rounding)."""
+    if when is None:
+        return time.time_ns() // 1_000_000
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise ValueError("UUIDv7 times must be timezone-aware")
+        return (when - _EPOCH) // timedelta(milliseconds=1)
+    return int(when)
+
+
+def uuid7(when: datetime | int | None = None) -> uuid.UUID:
+    """A new UUIDv7 for `when` (a datetime or Unix milliseconds; default now).
+
+    Ids made in the same millisecond by this process increase monotonically (a 12-bit counter in
+    `rand_a`, RFC 9562 method 1), so insertion order survives within a millisecond too.
+    """
+    global _last_ms, _counter
+    ms = _ms(when)
+    if not 0 <= ms < 1 << 48:
+        raise ValueError(f"time out of UUIDv7 range: {ms} ms")
+    with _lock:
+        if ms == _last_ms and _counter < 0xFFF:
+            _counter += 1
+        else:
+            _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF  # leave room to count up
+        _last_ms = ms
+        counter = _counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
+    return uuid.UUID(int=value)
+
+
+def uuid7_ms(value: uuid.UUID | str) -> int:
+    """The Unix milliseconds stored in a UUIDv7."""
+    if not isinstance(value, uuid.UUID):
+        value = uuid.UUID(str(value))
+    return value.int >> 80
+
+
+def uuid7_time(value: uuid.UUID | str) -> datetime:
+    """The creation time stored in a UUIDv7, as an aware UTC datetime (millisecond precision)."""
+    return datetime.fromtimestamp(uuid7_ms(value) / 1000, tz=UTC)
+
+
+def uuid7_max(when: datetime | int) -> uuid.UUID:
+    """The greatest UUID whose time prefix is `when`'s millisecond (for `id <= bound` filters)."""
+    return uuid.UUID(int=(_ms(when) << 80) | ((1 << 80) - 1))
+
+
+def uuid7_min(when: datetime | int) -> uuid.UUID:
+    """The smallest UUID whose time prefix is `when`'s millisecond (for `id >= bound` filters)."""
+    return uuid.UUID(int=_ms(when) << 80)
+
+
+def parse_uuid(text: str) -> uuid.UUID | None:
+    """The UUID in `text`, or None when it is not a well-formed UUID."""
+    try:
+        return uuid.UUID(str(text).strip())
+    except (ValueError, AttributeError, TypeError):
+        return None

@@ -1,0 +1,423 @@
+"""The domain: functions, datasets of versioned datapoints, evaluations, runs, inferences, feedback.
+
+Datapoints are never edited in place: `Datapoint.revise()` inserts a new version and stales the
+old one, `Datapoint.retire()` only stales. Feedback only ever appends; for each (inference, metric)
+the row with the greatest id wins. Every time-carrying id is a UUIDv7 (see `ids.py`).
+"""
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from comparisons.ids import uuid7, uuid7_max, uuid7_time
+
+NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9_.:-]+$", "Use letters, digits and _ . : - only (the name appears in URLs)."
+)
+
+
+class Function(models.Model):
+    """An LLM function under evaluation."""
+
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat"
+        JSON = "json", "JSON"
+
+    name = models.CharField(max_length=200, unique=True, validators=[NAME_VALIDATOR])
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHAT)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Dataset(models.Model):
+    """A named set of datapoints."""
+
+    name = models.CharField(max_length=200, unique=True, validators=[NAME_VALIDATOR])
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class DatapointQuerySet(models.QuerySet):
+    def for_dataset(self, dataset, function):
+        """Datapoints of one dataset and function (what an evaluation runs over)."""
+        return self.filter(dataset=dataset, function=function)
+
+    def current(self):
+        """Datapoints that are neither edited nor deleted."""
+        return self.filter(staled_at__isnull=True)
+
+    def stale(self):
+        """Datapoints superseded by an edit or deleted."""
+        return self.filter(staled_at__isnull=False)
+
+    def in_window(self, when: datetime):
+        """Datapoints that were part of the dataset at `when` (the run-time window rule)."""
+        return self.filter(window_q(when))
+
+    def newest_first(self):
+        """Newest version first (UUIDv7 order is creation order)."""
+        return self.order_by("-id")
+
+
+def window_q(when: datetime, prefix: str = "") -> Q:
+    """The run-time window of DESIGN.md as a Q on a datapoint (reached through `prefix`).
+
+    time(id) <= when  and  (staled_at is null  or  staled_at > when); time is compared at the
+    millisecond, so `id <= uuid7_max(when)` is exact and uses the (dataset, function, id) index.
+    """
+    return Q(**{f"{prefix}id__lte": uuid7_max(when)}) & (
+        Q(**{f"{prefix}staled_at__isnull": True}) | Q(**{f"{prefix}staled_at__gt": when})
+    )
+
+
+class DatapointStaledError(Exception):
+    """The datapoint was already edited or deleted; only the current version can change."""
+
+
+def _now_ms() -> datetime:
+    now = timezone.now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Datapoint(models.Model):
+    """One version of an example in a dataset; its UUIDv7 id is its creation time."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="datapoints")
+    function = models.ForeignKey(Function, on_delete=models.PROTECT, related_name="datapoints")
+    name = models.CharField(max_length=200, blank=True)
+    input = models.JSONField()
+    reference_output = models.JSONField(null=True, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    staled_at = models.DateTimeField(null=True, blank=True)
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by",
+        help_text="The earlier version this datapoint replaced, when it came from an edit.",
+    )
+
+    objects = DatapointQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # Comparison rows: one dataset/function, newest first, window test without the heap.
+            models.Index(
+                fields=["dataset", "function", "-id"], include=["staled_at"], name="datapoint_rows_idx"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name or str(self.id)
+
+    @property
+    def created_at(self) -> datetime:
+        return uuid7_time(self.id)
+
+    @property
+    def is_current(self) -> bool:
+        return self.staled_at is None
+
+    def revise(self, *, when: datetime | None = None, **changes) -> "Datapoint":
+        """Edit: insert a new version carrying `changes` and stale this one at the same instant.
+
+        Only name, input, reference_output and tags can change. Raises DatapointStaledError if this
+        version was already edited or deleted.
+        """
+        editable = {"name", "input", "reference_output", "tags"}
+        unknown = set(changes) - editable
+        if unknown:
+            raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a datapoint")
+        with transaction.atomic():
+            current = Datapoint.objects.select_for_update().get(pk=self.pk)
+            if current.staled_at is not None:
+                raise DatapointStaledError(f"datapoint {self.pk} was already edited or deleted")
+            new = Datapoint(
+                id=uuid7(when or _now_ms()),
+                dataset_id=current.dataset_id,
+                function_id=current.function_id,
+                supersedes=current,
+                **{field: changes.get(field, getattr(current, field)) for field in editable},
+            )
+            new.save(force_insert=True)
+            # The old version ends exactly when the new one begins: every run sees exactly one.
+            self.staled_at = new.created_at
+            Datapoint.objects.filter(pk=self.pk).update(staled_at=self.staled_at)
+        return new
+
+    def retire(self, *, when: datetime | None = None) -> None:
+        """Delete: stale this version; it stays visible to runs made before `when` (default now)."""
+        with transaction.atomic():
+            current = Datapoint.objects.select_for_update().get(pk=self.pk)
+            if current.staled_at is not None:
+                raise DatapointStaledError(f"datapoint {self.pk} was already edited or deleted")
+            self.staled_at = when or _now_ms()
+            Datapoint.objects.filter(pk=self.pk).update(staled_at=self.staled_at)
+
+
+class Evaluation(models.Model):
+    """A function evaluated on a dataset by a set of evaluators."""
+
+    name = models.CharField(max_length=200, unique=True, validators=[NAME_VALIDATOR])
+    function = models.ForeignKey(Function, on_delete=models.PROTECT, related_name="evaluations")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="evaluations")
+    description = models.TextField(blank=True)
+    prompt_template = models.TextField(
+        blank=True,
+        help_text="Chat prompt for `run_evaluation --openai-model`; {input} is replaced by the datapoint input.",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def datapoints(self):
+        """All versions of the datapoints this evaluation runs over."""
+        return Datapoint.objects.for_dataset(self.dataset_id, self.function_id)
+
+
+class Evaluator(models.Model):
+    """A metric of an evaluation: how an output is scored, and which way is better."""
+
+    class Kind(models.TextChoices):
+        EXACT_MATCH = "exact_match", "Exact match"
+        CONTAINS = "contains", "Contains"
+        REGEX = "regex", "Regex"
+        JSON_VALID = "json_valid", "Valid JSON"
+        JSON_MATCH = "json_match", "JSON fields match"
+        LEVENSHTEIN = "levenshtein", "Levenshtein similarity"
+        BLEU = "bleu", "BLEU"
+        ROUGE_L = "rouge_l", "ROUGE-L"
+        LLM_JUDGE = "llm_judge", "LLM judge"
+        CUSTOM = "custom", "Custom"
+
+    class ValueType(models.TextChoices):
+        BOOLEAN = "boolean", "Boolean"
+        FLOAT = "float", "Float"
+
+    class Optimize(models.TextChoices):
+        MAX = "max", "Higher is better"
+        MIN = "min", "Lower is better"
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="evaluators")
+    name = models.CharField(max_length=200, validators=[NAME_VALIDATOR])
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    value_type = models.CharField(max_length=10, choices=ValueType.choices)
+    optimize = models.CharField(max_length=3, choices=Optimize.choices, default=Optimize.MAX)
+    cutoff = models.FloatField(null=True, blank=True, help_text="The run fails CI when its mean misses this.")
+    config = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["evaluation", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["evaluation", "name"], name="evaluator_name_unique_per_evaluation"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_boolean(self) -> bool:
+        return self.value_type == self.ValueType.BOOLEAN
+
+    def passes(self, value: float | None) -> bool | None:
+        """Whether one value passes: booleans pass when true (or false when minimising), floats
+        against `cutoff` (None without a cutoff)."""
+        if value is None:
+            return None
+        if self.is_boolean and self.cutoff is None:
+            return value >= 0.5 if self.optimize == self.Optimize.MAX else value < 0.5
+        if self.cutoff is None:
+            return None
+        return value >= self.cutoff if self.optimize == self.Optimize.MAX else value <= self.cutoff
+
+    def better(self, value: float, baseline: float) -> int:
+        """1 when `value` improves on `baseline`, -1 when it regresses, 0 when equal."""
+        if value == baseline:
+            return 0
+        improved = value > baseline if self.optimize == self.Optimize.MAX else value < baseline
+        return 1 if improved else -1
+
+
+class EvaluationRunQuerySet(models.QuerySet):
+    def for_evaluation(self, evaluation):
+        """Runs of one evaluation."""
+        return self.filter(evaluation=evaluation)
+
+    def recent(self):
+        """Newest run first (UUIDv7 order is run time)."""
+        return self.order_by("-id")
+
+
+class EvaluationRun(models.Model):
+    """One run of an evaluation: a variant's outputs over the dataset as it was at run time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.PROTECT, related_name="runs")
+    variant_name = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    config = models.JSONField(default=dict, blank=True, help_text="Snapshot: model, prompt, parameters.")
+    tags = models.JSONField(default=dict, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EvaluationRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # Run selector and "latest runs": one evaluation's runs, newest first.
+            models.Index(fields=["evaluation", "-id"], name="run_recent_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.variant_name} · {self.started_at:%Y-%m-%d %H:%M} · {str(self.id)[:8]}"
+
+    @property
+    def started_at(self) -> datetime:
+        """The run time: the instant the run's dataset window is taken at."""
+        return uuid7_time(self.id)
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    def window_datapoints(self):
+        """The datapoints this run saw: its evaluation's dataset at run time."""
+        return self.evaluation.datapoints().in_window(self.started_at)
+
+
+class Inference(models.Model):
+    """One output of a run for one datapoint."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="inferences")
+    datapoint = models.ForeignKey(Datapoint, on_delete=models.PROTECT, related_name="inferences")
+    input = models.JSONField(null=True, blank=True, help_text="The input as sent to the function.")
+    output = models.JSONField(null=True, blank=True)
+    variant_name = models.CharField(max_length=200)
+    variant_pinned = models.BooleanField(
+        default=False, help_text="The caller chose the variant instead of letting it be sampled."
+    )
+    latency_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.IntegerField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 -- null means success (DESIGN.md)
+    tags = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            # One output per (run, datapoint); its index also serves the comparison's cell lookup.
+            models.UniqueConstraint(fields=["run", "datapoint"], name="inference_one_per_run_datapoint"),
+            models.CheckConstraint(condition=Q(latency_ms__gte=0) | Q(latency_ms__isnull=True),
+                                   name="inference_latency_not_negative"),
+        ]
+        indexes = [
+            # The datapoint page and TensorZero lookups: all runs' outputs for one datapoint.
+            models.Index(fields=["datapoint"], name="inference_datapoint_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.variant_name} on {self.datapoint_id}"
+
+    def clean(self):
+        run, datapoint = self.run, self.datapoint
+        evaluation = run.evaluation
+        if (datapoint.dataset_id, datapoint.function_id) != (evaluation.dataset_id, evaluation.function_id):
+            raise ValidationError(
+                {"datapoint": f"Datapoint {datapoint.pk} is not in dataset '{evaluation.dataset}' "
+                 f"of function '{evaluation.function}' that evaluation '{evaluation}' runs over."}
+            )
+
+
+class FeedbackQuerySet(models.QuerySet):
+    def winning(self):
+        """Only the feedback that counts: the greatest id per (inference, metric)."""
+        newer = Feedback.objects.filter(
+            inference_id=OuterRef("inference_id"), metric=OuterRef("metric"), id__gt=OuterRef("id")
+        )
+        return self.filter(~Exists(newer))
+
+    def record(self, inference, metric: str, value, *, source="human", reason="", created_by=None):
+        """Append feedback after validating it; the newest feedback for a metric wins, history stays."""
+        feedback = Feedback(
+            inference=inference, metric=metric, value=value, source=source,
+            reason=reason or "", created_by=created_by,
+        )
+        feedback.full_clean()
+        feedback.save(force_insert=True)
+        return feedback
+
+
+class Feedback(models.Model):
+    """A metric value for an inference, from an evaluator or a human; the newest per metric wins."""
+
+    class Source(models.TextChoices):
+        EVALUATOR = "evaluator", "Evaluator"
+        HUMAN = "human", "Human"
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    inference = models.ForeignKey(Inference, on_delete=models.CASCADE, related_name="feedback")
+    metric = models.CharField(max_length=200)
+    value = models.FloatField()
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.EVALUATOR)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tags = models.JSONField(default=dict, blank=True)
+
+    objects = FeedbackQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        indexes = [
+            # Latest feedback per (inference, metric): an index-only descent to the greatest id.
+            models.Index(fields=["inference", "metric", "-id"], include=["value", "source"],
+                         name="feedback_latest_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.metric}={self.value:g} ({self.source})"
+
+    @property
+    def created_at(self) -> datetime:
+        return uuid7_time(self.id)
+
+    def clean(self):
+        if self.inference_id is None:
+            return
+        evaluator = Evaluator.objects.filter(
+            evaluation_id=self.inference.run.evaluation_id, name=self.metric
+        ).first()
+        if evaluator is None:
+            names = ", ".join(
+                Evaluator.objects.filter(evaluation_id=self.inference.run.evaluation_id)
+                .values_list("name", flat=True)
+            )
+            raise ValidationError(
+                {"metric": f"'{self.metric}' is not an evaluator of this run's evaluation (it has: {names})."}
+            )
+        if evaluator.is_boolean and self.value not in (0, 1, 0.0, 1.0, True, False):
+            raise ValidationError({"value": f"'{self.metric}' is boolean: the value must be 0 or 1."})

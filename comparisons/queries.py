@@ -1,0 +1,712 @@
+"""The comparison: runs side by side, each on the dataset as it was at its run time.
+
+Everything that compares runs goes through here (the page, the CSV export, the benchmark), so
+nothing in this module knows about HTTP. DESIGN.md, "The run-time window", is the specification:
+
+1. `resolve_comparison()` validates the evaluation and run ids (ComparisonError otherwise).
+2. `comparison_page()` returns one keyset page of rows (datapoints in at least one run's window,
+   newest first or by Δ) with a cell per (row, run), in a fixed number of SQL queries.
+3. `comparison_stats()` returns per (run, metric) n, mean and 95% CI over each run's whole window,
+   coverage, and the paired Δ against the baseline (the first run).
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import reduce
+from operator import or_
+
+from django.db.models import (
+    Aggregate,
+    Avg,
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    OuterRef,
+    Q,
+    StdDev,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Greatest, Least
+
+from comparisons.ids import parse_uuid
+from comparisons.models import (
+    Datapoint,
+    Evaluation,
+    EvaluationRun,
+    Evaluator,
+    Feedback,
+    Inference,
+    window_q,
+)
+from comparisons.stats import Interval, metric_interval, wald_interval
+
+PAGE_SIZE = 100
+MAX_RUNS = 10
+VARIANT_COLOURS = 10
+
+
+class ComparisonError(Exception):
+    """Bad comparison input: `status` is 400 (malformed) or 404 (unknown); `message` names the problem."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+@dataclass(frozen=True)
+class SelectedRun:
+    """A run in the comparison, with what the page needs to draw it."""
+
+    run: EvaluationRun
+    position: int  # 0 is the baseline
+    colour: int  # stable badge colour, see assign_colours()
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.run.id
+
+    @property
+    def time(self) -> datetime:
+        return self.run.started_at
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.position == 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A validated comparison: the evaluation, its evaluators, and the selected runs (baseline first)."""
+
+    evaluation: Evaluation
+    evaluators: list[Evaluator]
+    runs: list[SelectedRun]
+
+    @property
+    def baseline(self) -> SelectedRun:
+        return self.runs[0]
+
+    @property
+    def run_ids_param(self) -> str:
+        return ",".join(str(r.id) for r in self.runs)
+
+    def evaluator(self, name: str) -> Evaluator | None:
+        return next((e for e in self.evaluators if e.name == name), None)
+
+
+def parse_run_ids(text: str | None) -> list[uuid.UUID]:
+    """Split a comma-separated `run_ids` value; malformed or repeated ids raise ComparisonError (400)."""
+    parts = [part.strip() for part in (text or "").split(",") if part.strip()]
+    malformed = [part for part in parts if parse_uuid(part) is None]
+    if malformed:
+        shown = ", ".join(f"'{p[:60]}'" for p in malformed)
+        raise ComparisonError(f"Not a valid run id (a UUID is expected): {shown}.")
+    ids = [parse_uuid(part) for part in parts]
+    repeated = sorted({str(i) for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ComparisonError(f"Run listed more than once: {', '.join(repeated)}.")
+    if len(ids) > MAX_RUNS:
+        raise ComparisonError(f"At most {MAX_RUNS} runs can be compared at once; {len(ids)} were given.")
+    return ids
+
+
+def assign_colours(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """A badge colour per run that does not depend on the order of `run_ids`.
+
+    Each run prefers the colour its id hashes to; collisions are settled in run-time order, so
+    re-ordering (making another run the baseline) never changes a colour.
+    """
+    taken: set[int] = set()
+    colours = {}
+    for run_id in sorted(run_ids, key=lambda u: u.bytes):
+        colour = run_id.int % VARIANT_COLOURS
+        while colour in taken and len(taken) < VARIANT_COLOURS:
+            colour = (colour + 1) % VARIANT_COLOURS
+        taken.add(colour)
+        colours[run_id] = colour
+    return colours
+
+
+def get_evaluation(name: str) -> Evaluation:
+    """The evaluation called `name`, or ComparisonError (404)."""
+    evaluation = Evaluation.objects.select_related("function", "dataset").filter(name=name).first()
+    if evaluation is None:
+        raise ComparisonError(f"There is no evaluation named '{name}'.", status=404)
+    return evaluation
+
+
+def resolve_comparison(evaluation: Evaluation | str, run_ids: list[uuid.UUID]) -> Comparison:
+    """Validate that every run exists and belongs to `evaluation`; the first run is the baseline.
+
+    Raises ComparisonError: 404 naming unknown run ids, 400 naming runs of another evaluation.
+    """
+    if isinstance(evaluation, str):
+        evaluation = get_evaluation(evaluation)
+    if not run_ids:
+        raise ComparisonError("Choose at least one run to compare (run_ids=...).")
+    found = {run.id: run for run in EvaluationRun.objects.select_related("evaluation").filter(id__in=run_ids)}
+    unknown = [str(i) for i in run_ids if i not in found]
+    if unknown:
+        raise ComparisonError(f"No run with id {', '.join(unknown)}.", status=404)
+    foreign = [found[i] for i in run_ids if found[i].evaluation_id != evaluation.id]
+    if foreign:
+        listed = "; ".join(f"{r.id} belongs to '{r.evaluation.name}'" for r in foreign)
+        raise ComparisonError(
+            f"Only runs of one evaluation can be compared, and this is '{evaluation.name}': {listed}."
+        )
+    colours = assign_colours(run_ids)
+    runs = [SelectedRun(found[i], position, colours[i]) for position, i in enumerate(run_ids)]
+    return Comparison(evaluation, list(evaluation.evaluators.order_by("id")), runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+class RowFilter:
+    ALL = ""
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    DIFFERS = "differs"
+    MISSING = "missing"
+    CHOICES = [(ALL, "All rows"), (REGRESSED, "Regressed vs baseline"), (IMPROVED, "Improved vs baseline"),
+               (DIFFERS, "Outputs differ"), (MISSING, "Missing or errored")]
+
+
+class RowSort:
+    NEWEST = "newest"
+    REGRESSED_FIRST = "regressed_first"
+    IMPROVED_FIRST = "improved_first"
+    CHOICES = [(NEWEST, "Newest first"), (REGRESSED_FIRST, "Largest regression first"),
+               (IMPROVED_FIRST, "Largest improvement first")]
+
+
+@dataclass(frozen=True)
+class RowQuery:
+    """What rows to show: a filter (optionally on one metric), a sort, and the keyset cursor."""
+
+    filter: str = RowFilter.ALL
+    metric: str = ""
+    sort: str = RowSort.NEWEST
+    after: uuid.UUID | None = None
+    page_size: int = PAGE_SIZE
+
+    def validate(self, comparison: Comparison) -> None:
+        """Raise ComparisonError (400) for values the page does not offer."""
+        if self.filter not in dict(RowFilter.CHOICES):
+            raise ComparisonError(f"Unknown filter '{self.filter}'; use one of: "
+                                  f"{', '.join(k for k, _ in RowFilter.CHOICES if k)}.")
+        if self.sort not in dict(RowSort.CHOICES):
+            raise ComparisonError(f"Unknown sort '{self.sort}'; use one of: "
+                                  f"{', '.join(k for k, _ in RowSort.CHOICES)}.")
+        if self.metric and comparison.evaluator(self.metric) is None:
+            raise ComparisonError(f"Unknown metric '{self.metric}'; '{comparison.evaluation.name}' has: "
+                                  f"{', '.join(e.name for e in comparison.evaluators)}.")
+        if self.sort != RowSort.NEWEST and not comparison.evaluators:
+            raise ComparisonError("This evaluation has no metrics to sort by.")
+        needs_two = self.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED, RowFilter.DIFFERS) or \
+            self.sort != RowSort.NEWEST
+        if needs_two and len(comparison.runs) < 2:
+            raise ComparisonError("Filtering or sorting against the baseline needs at least two runs.")
+
+    def sort_metric(self, comparison: Comparison) -> Evaluator:
+        return comparison.evaluator(self.metric) or comparison.evaluators[0]
+
+
+@dataclass
+class Score:
+    """The winning feedback of one metric on one inference."""
+
+    value: float
+    source: str
+    reason: str
+    passes: bool | None
+    vs_baseline: int | None = None  # 1 improved, -1 regressed, 0 same, None not comparable
+
+    @property
+    def human(self) -> bool:
+        return self.source == Feedback.Source.HUMAN
+
+
+@dataclass
+class Cell:
+    """One run's view of one datapoint."""
+
+    run: SelectedRun
+    state: str  # "out_of_window", "missing", "error" or "ok"
+    inference: Inference | None = None
+    scores: dict[str, Score] = field(default_factory=dict)
+
+    OUT_OF_WINDOW = "out_of_window"
+    MISSING = "missing"
+    ERROR = "error"
+    OK = "ok"
+
+
+@dataclass
+class Row:
+    datapoint: Datapoint
+    cells: list[Cell]
+    delta: float | None = None  # the sort key when sorting by Δ
+
+
+@dataclass
+class ComparisonPage:
+    comparison: Comparison
+    query: RowQuery
+    rows: list[Row]
+    next_after: uuid.UUID | None  # the cursor of the next page; None on the last page
+
+
+def _alias(i: int, metric_index: int | None = None) -> str:
+    return f"r{i}" if metric_index is None else f"r{i}_m{metric_index}"
+
+
+def _inference_of(run_id, ref="pk"):
+    return Inference.objects.filter(run_id=run_id, datapoint_id=OuterRef(ref))
+
+
+def _winning_value(run_id, metric: str):
+    """Subquery: the winning value of `metric` for this run's inference on the outer datapoint."""
+    return Subquery(
+        Feedback.objects.filter(inference__run_id=run_id, inference__datapoint_id=OuterRef("pk"), metric=metric)
+        .order_by("-id").values("value")[:1],
+        output_field=FloatField(),
+    )
+
+
+def _signed_change(evaluator: Evaluator, run_alias: str, base_alias: str):
+    """value − baseline, negated when lower is better, so a positive number is always an improvement."""
+    change = F(run_alias) - F(base_alias)
+    return change if evaluator.optimize == Evaluator.Optimize.MAX else -change
+
+
+def rows_queryset(comparison: Comparison, query: RowQuery):
+    """The datapoints of the comparison as an ordered queryset, filtered, not yet paged.
+
+    Annotations: `in_window_<i>` per run; with filters or Δ sort also the metric values
+    `r<i>_m<j>` and the sort key `delta`.
+    """
+    evaluation = comparison.evaluation
+    windows = [window_q(r.time) for r in comparison.runs]
+    qs = Datapoint.objects.for_dataset(evaluation.dataset_id, evaluation.function_id).filter(reduce(or_, windows))
+    qs = qs.annotate(**{f"in_window_{i}": ExpressionWrapper(w, output_field=BooleanField())
+                        for i, w in enumerate(windows)})
+    others = range(1, len(comparison.runs))
+
+    if query.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED) or query.sort != RowSort.NEWEST:
+        metrics = [comparison.evaluator(query.metric)] if query.metric else comparison.evaluators
+        if query.sort != RowSort.NEWEST and query.sort_metric(comparison) not in metrics:
+            metrics.append(query.sort_metric(comparison))
+        qs = qs.annotate(**{
+            _alias(i, j): _winning_value(run.id, evaluator.name)
+            for j, evaluator in enumerate(metrics) for i, run in enumerate(comparison.runs)
+        })
+        if query.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED):
+            lookup = "lt" if query.filter == RowFilter.REGRESSED else "gt"
+            changed = []
+            for j, evaluator in enumerate(metrics):
+                for i in others:
+                    key = f"c_{i}_{j}"
+                    qs = qs.alias(**{key: _signed_change(evaluator, _alias(i, j), _alias(0, j))})
+                    changed.append(Q(**{f"{key}__{lookup}": 0}))
+            qs = qs.filter(reduce(or_, changed))
+        if query.sort != RowSort.NEWEST:
+            j = metrics.index(query.sort_metric(comparison))
+            changes = [_signed_change(metrics[j], _alias(i, j), _alias(0, j)) for i in others]
+            pick = Least if query.sort == RowSort.REGRESSED_FIRST else Greatest
+            delta = changes[0] if len(changes) == 1 else pick(*changes)
+            qs = qs.annotate(delta=ExpressionWrapper(delta, output_field=FloatField()))
+
+    if query.filter == RowFilter.DIFFERS:
+        qs = qs.annotate(**{f"out_{i}": Subquery(_inference_of(run.id).filter(error__isnull=True).values("output")[:1])
+                            for i, run in enumerate(comparison.runs)})
+        differs = [Q(**{f"out_{i}__isnull": False, "out_0__isnull": False}) & ~Q(**{f"out_{i}": F("out_0")})
+                   for i in others]
+        qs = qs.filter(reduce(or_, differs))
+    elif query.filter == RowFilter.MISSING:
+        qs = qs.annotate(**{f"ok_{i}": Exists(_inference_of(run.id).filter(error__isnull=True))
+                            for i, run in enumerate(comparison.runs)})
+        qs = qs.filter(reduce(or_, [Q(**{f"in_window_{i}": True, f"ok_{i}": False})
+                                    for i in range(len(comparison.runs))]))
+
+    if query.sort == RowSort.NEWEST:
+        return qs.order_by("-id")
+    direction = F("delta").asc(nulls_last=True) if query.sort == RowSort.REGRESSED_FIRST else \
+        F("delta").desc(nulls_last=True)
+    return qs.order_by(direction, "-id")
+
+
+def _after_cursor(qs, query: RowQuery):
+    """Keep the rows after the cursor datapoint (keyset: no OFFSET, so deep pages cost as page 1)."""
+    if query.after is None:
+        return qs
+    if query.sort == RowSort.NEWEST:
+        return qs.filter(id__lt=query.after)
+    cursor = qs.filter(id=query.after).values_list("delta", flat=True).first()
+    if cursor is None and not qs.filter(id=query.after).exists():
+        raise ComparisonError(f"after={query.after} is not a row of this comparison with these filters.")
+    if cursor is None:  # rows without a Δ come last, newest first
+        return qs.filter(delta__isnull=True, id__lt=query.after)
+    beyond = "gt" if query.sort == RowSort.REGRESSED_FIRST else "lt"
+    return qs.filter(Q(**{f"delta__{beyond}": cursor}) | Q(delta=cursor, id__lt=query.after)
+                     | Q(delta__isnull=True))
+
+
+def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> ComparisonPage:
+    """One page of rows with a cell per selected run.
+
+    Costs three SQL queries (rows, the page's inferences, their winning feedback), four when
+    continuing a Δ-sorted page (the cursor's Δ), whatever the page and run count.
+    """
+    query.validate(comparison)
+    qs = _after_cursor(rows_queryset(comparison, query), query)
+    datapoints = list(qs[: query.page_size + 1])
+    next_after = datapoints[query.page_size - 1].id if len(datapoints) > query.page_size else None
+    datapoints = datapoints[: query.page_size]
+    if not datapoints:
+        return ComparisonPage(comparison, query, [], None)
+
+    inferences = {
+        (inf.run_id, inf.datapoint_id): inf
+        for inf in Inference.objects.filter(run_id__in=[r.id for r in comparison.runs],
+                                            datapoint_id__in=[d.id for d in datapoints])
+    }
+    scores = winning_scores(comparison, [inf.id for inf in inferences.values()])
+    rows = []
+    for datapoint in datapoints:
+        cells = []
+        for i, run in enumerate(comparison.runs):
+            inference = inferences.get((run.id, datapoint.id))
+            if not getattr(datapoint, f"in_window_{i}"):
+                cells.append(Cell(run, Cell.OUT_OF_WINDOW, inference))
+            elif inference is None:
+                cells.append(Cell(run, Cell.MISSING))
+            else:
+                state = Cell.ERROR if inference.error is not None else Cell.OK
+                cells.append(Cell(run, state, inference, scores.get(inference.id, {})))
+        _mark_vs_baseline(comparison, cells)
+        rows.append(Row(datapoint, cells, getattr(datapoint, "delta", None)))
+    return ComparisonPage(comparison, query, rows, next_after)
+
+
+def winning_scores(comparison: Comparison, inference_ids) -> dict[uuid.UUID, dict[str, Score]]:
+    """The winning feedback per (inference, metric) for these inferences, in one DISTINCT ON query."""
+    evaluators = {e.name: e for e in comparison.evaluators}
+    scores: dict[uuid.UUID, dict[str, Score]] = defaultdict(dict)
+    winning = (Feedback.objects.filter(inference_id__in=list(inference_ids))
+               .order_by("inference_id", "metric", "-id").distinct("inference_id", "metric")
+               .values_list("inference_id", "metric", "value", "source", "reason"))
+    for inference_id, metric, value, source, reason in winning:
+        evaluator = evaluators.get(metric)
+        scores[inference_id][metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
+    return scores
+
+
+def _mark_vs_baseline(comparison: Comparison, cells: list[Cell]) -> None:
+    base = cells[0].scores
+    for cell in cells[1:]:
+        for name, score in cell.scores.items():
+            evaluator = comparison.evaluator(name)
+            if evaluator is not None and name in base:
+                score.vs_baseline = evaluator.better(score.value, base[name].value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+@dataclass
+class Coverage:
+    datapoints: int  # in the run's window
+    inferences: int
+    errors: int
+    pinned: int  # inferences whose variant was pinned by the caller
+
+    @property
+    def missing(self) -> int:
+        return max(self.datapoints - self.inferences, 0)
+
+
+@dataclass
+class DeltaStat:
+    """The paired change of a run against the baseline on datapoints scored in both."""
+
+    n: int
+    mean: float
+    ci: Interval | None
+    improved: int
+    regressed: int
+    unchanged: int
+
+    outcome: str = "same"  # "better" or "worse" by the metric's direction, "same" for no change
+
+    @property
+    def significant(self) -> bool:
+        return self.ci is not None and self.ci.excludes_zero()
+
+
+@dataclass
+class MetricStat:
+    run: SelectedRun
+    n: int
+    mean: float | None
+    ci: Interval | None
+    delta: DeltaStat | None = None
+
+
+@dataclass
+class MetricSummary:
+    evaluator: Evaluator
+    per_run: list[MetricStat]
+
+
+@dataclass
+class ComparisonStats:
+    comparison: Comparison
+    coverage: dict[uuid.UUID, Coverage]
+    metrics: list[MetricSummary]
+
+
+def _runs_in_window(comparison: Comparison, prefix: str) -> Q:
+    """Rows (reached through `prefix`) belonging to a selected run and inside that run's window."""
+    return reduce(or_, [Q(**{f"{prefix}run_id": r.id}) & window_q(r.time, f"{prefix}datapoint__")
+                        for r in comparison.runs])
+
+
+def comparison_stats(comparison: Comparison) -> ComparisonStats:
+    """Per (run, metric) statistics over each run's whole window, coverage, and Δ vs the baseline.
+
+    Four aggregate queries whatever the number of runs and metrics.
+    """
+    evaluation = comparison.evaluation
+    window_counts = Datapoint.objects.for_dataset(evaluation.dataset_id, evaluation.function_id).aggregate(
+        **{f"w{i}": Count("id", filter=window_q(r.time)) for i, r in enumerate(comparison.runs)}
+    )
+    inference_counts = {
+        row["run_id"]: row
+        for row in Inference.objects.filter(_runs_in_window(comparison, "")).values("run_id").annotate(
+            n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
+            pinned=Count("id", filter=Q(variant_pinned=True)),
+        )
+    }
+    coverage = {}
+    for i, run in enumerate(comparison.runs):
+        counts = inference_counts.get(run.id, {"n": 0, "errors": 0, "pinned": 0})
+        coverage[run.id] = Coverage(window_counts[f"w{i}"], counts["n"], counts["errors"], counts["pinned"])
+
+    scored = Feedback.objects.filter(_runs_in_window(comparison, "inference__")).winning()
+    per_run = {
+        (row["inference__run_id"], row["metric"]): row
+        for row in scored.values("inference__run_id", "metric").annotate(
+            n=Count("id"), mean=Avg("value"), sd=StdDev("value", sample=True))
+    }
+    deltas = _paired_deltas(comparison, scored) if len(comparison.runs) > 1 else {}
+
+    metrics = []
+    for evaluator in comparison.evaluators:
+        stats = []
+        for run in comparison.runs:
+            row = per_run.get((run.id, evaluator.name))
+            n = row["n"] if row else 0
+            mean = row["mean"] if row else None
+            stat = MetricStat(run, n, mean, metric_interval(evaluator.is_boolean, mean, row and row["sd"], n))
+            delta = deltas.get((run.id, evaluator.name))
+            if delta is not None:
+                stat.delta = _delta_stat(evaluator, delta)
+            stats.append(stat)
+        metrics.append(MetricSummary(evaluator, stats))
+    return ComparisonStats(comparison, coverage, metrics)
+
+
+def _paired_deltas(comparison: Comparison, scored):
+    """Aggregates of value − baseline value per (run, metric) over datapoints scored in both."""
+    baseline_value = Subquery(
+        Feedback.objects.filter(
+            inference__run_id=comparison.baseline.id,
+            inference__datapoint_id=OuterRef("inference__datapoint_id"),
+            metric=OuterRef("metric"),
+        ).order_by("-id").values("value")[:1],
+        output_field=FloatField(),
+    )
+    paired = (scored.exclude(inference__run_id=comparison.baseline.id)
+              .annotate(base=baseline_value).filter(base__isnull=False)
+              .annotate(d=ExpressionWrapper(F("value") - F("base"), output_field=FloatField())))
+    return {
+        (row["inference__run_id"], row["metric"]): row
+        for row in paired.values("inference__run_id", "metric").annotate(
+            n=Count("id"), mean=Avg("d"), sd=StdDev("d", sample=True),
+            higher=Count("id", filter=Q(d__gt=0)), lower=Count("id", filter=Q(d__lt=0)),
+            same=Count("id", filter=Q(d=0)),
+        )
+    }
+
+
+def _delta_stat(evaluator: Evaluator, row) -> DeltaStat:
+    maximise = evaluator.optimize == Evaluator.Optimize.MAX
+    return DeltaStat(
+        n=row["n"], mean=row["mean"], ci=wald_interval(row["mean"], row["sd"], row["n"]),
+        improved=row["higher"] if maximise else row["lower"],
+        regressed=row["lower"] if maximise else row["higher"],
+        unchanged=row["same"],
+        outcome="same" if not row["mean"] else "better" if (row["mean"] > 0) == maximise else "worse",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: search and headline scores
+
+
+@dataclass
+class RunOption:
+    run: EvaluationRun
+    colour: int
+    headline: tuple[str, float | None] | None  # (metric, mean) of the evaluation's first metric
+    pinned: bool
+    selected: bool
+
+
+def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID] = (), limit: int = 10):
+    """Runs of `evaluation` for the run selector: most recent first, or matching `q`.
+
+    `q` matches the variant name, a tag key or value, or an id prefix. A full UUID finds that run
+    first; when it belongs to another evaluation, that run is returned as `foreign` so the caller can say so.
+    Returns (options, foreign_run_or_None). Two queries (runs, their headline and pin flags).
+    """
+    q = q.strip()
+    runs = EvaluationRun.objects.for_evaluation(evaluation).recent()
+    foreign = None
+    exact = parse_uuid(q) if len(q) >= 32 else None
+    if exact is not None:
+        found = EvaluationRun.objects.select_related("evaluation").filter(id=exact).first()
+        if found is not None and found.evaluation_id != evaluation.id:
+            foreign = found
+        runs = runs.filter(id=exact)
+    elif q:
+        prefix = q.lower().replace("-", "")
+        matches = Q(variant_name__icontains=q) | Q(tags__icontains=q)
+        if all(c in "0123456789abcdef" for c in prefix):
+            matches |= Q(id__startswith=_uuid_prefix(prefix))
+        runs = runs.filter(matches)
+    runs = list(runs[:limit])
+    colours = assign_colours(list(selected) + [r.id for r in runs if r.id not in selected])
+    first_metric = evaluation.evaluators.order_by("id").first()
+    headline = {}
+    pinned = {}
+    if runs:
+        agg = {"pinned": Exists(Inference.objects.filter(run_id=OuterRef("id"), variant_pinned=True))}
+        if first_metric is not None:
+            agg["mean"] = Subquery(
+                Feedback.objects.filter(inference__run_id=OuterRef("id"), metric=first_metric.name).winning()
+                .values("inference__run_id").annotate(m=Avg("value")).values("m")[:1],
+                output_field=FloatField(),
+            )
+        else:
+            agg["mean"] = Value(None, output_field=FloatField())
+        for row in EvaluationRun.objects.filter(id__in=[r.id for r in runs]).annotate(**agg).values(
+                "id", "mean", "pinned"):
+            headline[row["id"]] = row["mean"]
+            pinned[row["id"]] = row["pinned"]
+    options = [
+        RunOption(run, colours[run.id], (first_metric.name, headline.get(run.id)) if first_metric else None,
+                  pinned.get(run.id, False), run.id in selected)
+        for run in runs
+    ]
+    return options, foreign
+
+
+def _uuid_prefix(hex_prefix: str) -> str:
+    """A hex prefix written the way PostgreSQL prints a uuid (with dashes), for `id__startswith`."""
+    dashed = ""
+    for position, char in enumerate(hex_prefix[:32]):
+        if position in (8, 12, 16, 20):
+            dashed += "-"
+        dashed += char
+    return dashed
+
+
+def run_pinned_flags(run_ids) -> dict[uuid.UUID, bool]:
+    """Whether each run's inferences had the variant pinned by the caller (any inference pinned)."""
+    pinned = set(Inference.objects.filter(run_id__in=list(run_ids), variant_pinned=True)
+                 .values_list("run_id", flat=True).distinct())
+    return {run_id: run_id in pinned for run_id in run_ids}
+
+
+
+# ---------------------------------------------------------------------------------------------
+# One datapoint, one run
+
+
+def in_window(datapoint: Datapoint, when: datetime) -> bool:
+    """The window rule for one datapoint in Python (the same rule as `window_q`)."""
+    return datapoint.created_at <= when and (datapoint.staled_at is None or datapoint.staled_at > when)
+
+
+def datapoint_cells(comparison: Comparison, datapoint: Datapoint) -> list[Cell]:
+    """One datapoint across the selected runs, a cell per run (two queries)."""
+    inferences = {inf.run_id: inf for inf in Inference.objects.filter(
+        run_id__in=[r.id for r in comparison.runs], datapoint_id=datapoint.id)}
+    scores = winning_scores(comparison, [inf.id for inf in inferences.values()])
+    cells = []
+    for run in comparison.runs:
+        inference = inferences.get(run.id)
+        if not in_window(datapoint, run.time):
+            cells.append(Cell(run, Cell.OUT_OF_WINDOW, inference, scores.get(inference.id, {}) if inference else {}))
+        elif inference is None:
+            cells.append(Cell(run, Cell.MISSING))
+        else:
+            state = Cell.ERROR if inference.error is not None else Cell.OK
+            cells.append(Cell(run, state, inference, scores.get(inference.id, {})))
+    _mark_vs_baseline(comparison, cells)
+    return cells
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, fraction: float, **extra):
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+@dataclass
+class RunSummary:
+    inferences: int
+    errors: int
+    latency_p50: float | None
+    latency_p95: float | None
+    latency_p99: float | None
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    error_samples: list  # (datapoint id, error) of up to 20 failed inferences
+
+
+def run_summary(run: EvaluationRun) -> RunSummary:
+    """Operational figures of one run: latency percentiles, tokens, cost and errors (two queries)."""
+    totals = Inference.objects.filter(run=run).aggregate(
+        n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
+        p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95),
+        p99=PercentileCont("latency_ms", 0.99), input_tokens=Sum("input_tokens"),
+        output_tokens=Sum("output_tokens"), cost=Sum("cost"),
+    )
+    samples = list(Inference.objects.filter(run=run, error__isnull=False).order_by("id")
+                   .values_list("datapoint_id", "error")[:20])
+    return RunSummary(totals["n"], totals["errors"], totals["p50"], totals["p95"], totals["p99"],
+                      totals["input_tokens"] or 0, totals["output_tokens"] or 0,
+                      float(totals["cost"]) if totals["cost"] is not None else None, samples)

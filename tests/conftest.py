@@ -1,0 +1,25 @@
+import pytest
+
+from tests.factories import UserFactory
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory(username="analyst")
+
+
+@pytest.fixture
+def staff_user(db):
+    return UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def client_logged_in(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_client_logged_in(client, staff_user):
+    client.force_login(staff_user)
+    return client

@@ -1,0 +1,121 @@
+"""factory-boy factories for the domain; `Sequence` for values tests assert on."""
+
+from datetime import UTC, datetime, timedelta
+
+import factory
+from django.contrib.auth import get_user_model
+
+from comparisons.ids import uuid7
+from comparisons.models import (
+    Datapoint,
+    Dataset,
+    Evaluation,
+    EvaluationRun,
+    Evaluator,
+    Feedback,
+    Function,
+    Inference,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    """A fixed instant `minutes` after T0, for tests that place things in time."""
+    return T0 + timedelta(minutes=minutes)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.django.Password("correct-horse-battery")
+
+
+class FunctionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Function
+
+    name = factory.Sequence(lambda n: f"function_{n}")
+    kind = Function.Kind.CHAT
+
+
+class DatasetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Dataset
+
+    name = factory.Sequence(lambda n: f"dataset_{n}")
+
+
+class EvaluationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Evaluation
+
+    name = factory.Sequence(lambda n: f"evaluation_{n}")
+    function = factory.SubFactory(FunctionFactory)
+    dataset = factory.SubFactory(DatasetFactory)
+
+
+class EvaluatorFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Evaluator
+
+    evaluation = factory.SubFactory(EvaluationFactory)
+    name = factory.Sequence(lambda n: f"metric_{n}")
+    kind = Evaluator.Kind.EXACT_MATCH
+    value_type = Evaluator.ValueType.BOOLEAN
+    optimize = Evaluator.Optimize.MAX
+
+
+class DatapointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Datapoint
+
+    class Params:
+        evaluation = None
+        created = None
+
+    id = factory.LazyAttribute(lambda o: uuid7(o.created) if o.created else uuid7())
+    dataset = factory.LazyAttribute(lambda o: o.evaluation.dataset if o.evaluation else DatasetFactory())
+    function = factory.LazyAttribute(lambda o: o.evaluation.function if o.evaluation else FunctionFactory())
+    name = factory.Sequence(lambda n: f"datapoint {n}")
+    input = factory.Sequence(lambda n: {"messages": [{"role": "user", "content": f"question {n}"}]})
+    reference_output = factory.Sequence(lambda n: f"answer {n}")
+
+
+class RunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = EvaluationRun
+
+    class Params:
+        at = None
+
+    id = factory.LazyAttribute(lambda o: uuid7(o.at) if o.at else uuid7())
+    evaluation = factory.SubFactory(EvaluationFactory)
+    variant_name = factory.Sequence(lambda n: f"variant_{n}")
+    status = EvaluationRun.Status.COMPLETED
+
+
+class InferenceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Inference
+
+    run = factory.SubFactory(RunFactory)
+    datapoint = factory.LazyAttribute(lambda o: DatapointFactory(evaluation=o.run.evaluation))
+    id = factory.LazyAttribute(lambda o: uuid7(o.run.started_at))
+    variant_name = factory.LazyAttribute(lambda o: o.run.variant_name)
+    input = factory.LazyAttribute(lambda o: o.datapoint.input)
+    output = factory.Sequence(lambda n: f"output {n}")
+    latency_ms = 120.0
+
+
+class FeedbackFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Feedback
+
+    inference = factory.SubFactory(InferenceFactory)
+    metric = "correct"
+    value = 1.0
+    source = Feedback.Source.EVALUATOR

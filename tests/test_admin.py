@@ -1,0 +1,136 @@
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from comparisons.models import Datapoint, Evaluator, Feedback
+from tests.factories import (
+    DatapointFactory,
+    EvaluationFactory,
+    EvaluatorFactory,
+    FeedbackFactory,
+    InferenceFactory,
+    RunFactory,
+    at,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def data():
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    run = RunFactory(evaluation=evaluation, variant_name="gpt-small", tags={"branch": "feature-x"})
+    inference = InferenceFactory(run=run, output={"text": "<b>bold</b>"}, error=None)
+    FeedbackFactory(inference=inference, metric="correct", value=1.0)
+    return {"evaluation": evaluation, "run": run, "inference": inference}
+
+
+def registered_models():
+    return [model for model in admin.site._registry if model._meta.app_label == "comparisons"]
+
+
+def test_every_model_is_registered():
+    names = {model.__name__ for model in registered_models()}
+    assert names == {"Function", "Dataset", "Datapoint", "Evaluation", "Evaluator", "EvaluationRun",
+                     "Inference", "Feedback"}
+
+
+def test_every_changelist_and_change_page_renders(admin_client_logged_in, data):
+    for model in registered_models():
+        opts = model._meta
+        response = admin_client_logged_in.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        assert response.status_code == 200, opts.model_name
+        obj = model.objects.first()
+        assert obj is not None, opts.model_name
+        response = admin_client_logged_in.get(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+        )
+        assert response.status_code == 200, opts.model_name
+
+
+def test_json_is_pretty_printed_and_escaped(admin_client_logged_in, data):
+    url = reverse("admin:comparisons_inference_change", args=[data["inference"].pk])
+    body = admin_client_logged_in.get(url).content.decode()
+    assert "&quot;text&quot;: &quot;&lt;b&gt;bold&lt;/b&gt;&quot;" in body
+    assert '<pre class="json-pretty">{\n  ' in body
+    assert "<b>bold</b>" not in body
+
+
+def test_runs_show_inference_counts_and_search_by_id_prefix_and_tag(admin_client_logged_in, data):
+    url = reverse("admin:comparisons_evaluationrun_changelist")
+    response = admin_client_logged_in.get(url, {"q": str(data["run"].id)[:8]})
+    assert response.context["cl"].result_count == 1
+    assert response.context["cl"].result_list[0]._inferences == 1
+    assert admin_client_logged_in.get(url, {"q": "feature-x"}).context["cl"].result_count == 1
+    assert admin_client_logged_in.get(url, {"q": "nothing-like-this"}).context["cl"].result_count == 0
+    assert admin_client_logged_in.get(url, {"run_date": "7"}).status_code == 200
+
+
+def test_datapoint_filters_current_and_stale(admin_client_logged_in, data):
+    old = DatapointFactory(evaluation=data["evaluation"], created=at(0))
+    old.revise(name="edited")
+    url = reverse("admin:comparisons_datapoint_changelist")
+    stale = admin_client_logged_in.get(url, {"version": "stale"}).context["cl"].result_list
+    assert [d.pk for d in stale] == [old.pk]
+    current = admin_client_logged_in.get(url, {"version": "current"}).context["cl"].result_list
+    assert old.pk not in [d.pk for d in current]
+
+
+def test_editing_a_datapoint_in_the_admin_creates_a_new_version(admin_client_logged_in, data):
+    datapoint = data["inference"].datapoint
+    url = reverse("admin:comparisons_datapoint_change", args=[datapoint.pk])
+    response = admin_client_logged_in.post(url, {
+        "name": "renamed", "input": '{"q": "new input"}', "reference_output": '"new answer"', "tags": "{}",
+        "_continue": "1",
+    })
+    assert response.status_code == 302
+    datapoint.refresh_from_db()
+    assert datapoint.staled_at is not None and datapoint.name != "renamed"
+    new = Datapoint.objects.get(supersedes=datapoint)
+    assert new.name == "renamed" and new.input == {"q": "new input"}
+    assert response.url == reverse("admin:comparisons_datapoint_change", args=[new.pk])
+
+
+def test_datapoints_and_feedback_cannot_be_hard_deleted(admin_client_logged_in, data):
+    datapoint = data["inference"].datapoint
+    delete_url = reverse("admin:comparisons_datapoint_delete", args=[datapoint.pk])
+    assert admin_client_logged_in.post(delete_url, {"post": "yes"}).status_code == 403
+    response = admin_client_logged_in.post(reverse("admin:comparisons_datapoint_changelist"), {
+        "action": "retire_selected", "_selected_action": [datapoint.pk],
+    })
+    assert response.status_code == 302
+    datapoint.refresh_from_db()
+    assert datapoint.staled_at is not None
+    feedback = Feedback.objects.first()
+    assert admin_client_logged_in.post(
+        reverse("admin:comparisons_feedback_delete", args=[feedback.pk]), {"post": "yes"}
+    ).status_code == 403
+
+
+def test_compare_selected_runs_opens_the_comparison(admin_client_logged_in, data):
+    second = RunFactory(evaluation=data["evaluation"])
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluationrun_changelist"), {
+        "action": "compare_selected", "_selected_action": [data["run"].pk, second.pk],
+    })
+    assert response.status_code == 302
+    assert response.url == f"/evaluations/qa/?run_ids={data['run'].pk}%2C{second.pk}"
+
+
+def test_compare_selected_refuses_runs_of_different_evaluations(admin_client_logged_in, data):
+    other = RunFactory()
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluationrun_changelist"), {
+        "action": "compare_selected", "_selected_action": [data["run"].pk, other.pk],
+    }, follow=True)
+    assert "Runs of different evaluations cannot be compared" in response.content.decode()
+
+
+def test_admin_is_staff_only(client_logged_in):
+    response = client_logged_in.get(reverse("admin:index"))
+    assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+def test_evaluator_inline_shows_on_evaluation(admin_client_logged_in, data):
+    response = admin_client_logged_in.get(reverse("admin:comparisons_evaluation_change", args=[data["evaluation"].pk]))
+    assert Evaluator.objects.filter(evaluation=data["evaluation"]).count() == 1
+    assert 'name="evaluators-0-name"' in response.content.decode()
