@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 WIDTH = 420
 ROW_HEIGHT = 22
-LEFT = 8
-RIGHT = 8
+LEFT = 22
+RIGHT = 22
 TOP = 6
 AXIS = 18
 

@@ -573,7 +573,7 @@ def _delta_stat(evaluator: Evaluator, row) -> DeltaStat:
 class RunOption:
     run: EvaluationRun
     colour: int
-    headline: tuple[str, float | None] | None  # (metric, mean) of the evaluation's first metric
+    headline: tuple[Evaluator, float | None] | None  # the evaluation's first metric and this run's mean
     pinned: bool
     selected: bool
 
@@ -620,7 +620,7 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
             headline[row["id"]] = row["mean"]
             pinned[row["id"]] = row["pinned"]
     options = [
-        RunOption(run, colours[run.id], (first_metric.name, headline.get(run.id)) if first_metric else None,
+        RunOption(run, colours[run.id], (first_metric, headline.get(run.id)) if first_metric else None,
                   pinned.get(run.id, False), run.id in selected)
         for run in runs
     ]

@@ -1,0 +1,231 @@
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from comparisons.ids import uuid7
+from comparisons.models import Feedback
+from tests.factories import (
+    DatapointFactory,
+    EvaluationFactory,
+    EvaluatorFactory,
+    FeedbackFactory,
+    InferenceFactory,
+    RunFactory,
+    at,
+)
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+XSS = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture
+def setup():
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float", cutoff=0.5)
+    base = RunFactory(evaluation=evaluation, id=uuid7(at(100)), variant_name="baseline-v1")
+    new = RunFactory(evaluation=evaluation, id=uuid7(at(200)), variant_name="candidate-v2")
+    datapoints = []
+    for i in range(130):
+        datapoint = DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
+        datapoints.append(datapoint)
+        for run, value in ((base, 1.0), (new, float(i % 2))):
+            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"answer {i} from {run.variant_name}")
+            FeedbackFactory(inference=inference, metric="correct", value=value)
+            FeedbackFactory(inference=inference, metric="similarity", value=0.3 + value / 2)
+    return {"evaluation": evaluation, "base": base, "new": new, "datapoints": datapoints,
+            "url": reverse("comparison_detail", args=["qa"]), "run_ids": f"{base.id},{new.id}"}
+
+
+def test_every_portal_page_requires_login(client, setup):
+    datapoint = setup["datapoints"][0]
+    urls = [
+        reverse("evaluation_list"), setup["url"], reverse("comparison_stats", args=["qa"]),
+        reverse("run_search", args=["qa"]), reverse("datapoint_detail", args=["qa", datapoint.id]),
+        reverse("run_detail", args=[setup["base"].id]),
+    ]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith("/login/"), url
+    response = client.post(reverse("feedback_create", args=["qa", datapoint.id]), {})
+    assert response.status_code == 302 and response.url.startswith("/login/")
+
+
+def test_evaluation_list_links_the_latest_two_runs(client_logged_in, setup):
+    EvaluationFactory(name="empty-eval")
+    body = client_logged_in.get(reverse("evaluation_list")).content.decode()
+    assert f"?run_ids={setup['base'].id},{setup['new'].id}" in body
+    assert "candidate-v2" in body and "no runs yet" in body
+
+
+def test_comparison_page_full_and_fragment(client_logged_in, setup):
+    params = {"run_ids": setup["run_ids"]}
+    full = client_logged_in.get(setup["url"], params)
+    assert full.status_code == 200
+    body = full.content.decode()
+    assert "<html" in body and "qa — compare runs" in body and 'id="comparison"' in body
+    assert body.count('class="group"') == 100 and "dp-129" in body and "dp-029" not in body
+    assert "HX-Request" in full["Vary"]
+
+    rows = client_logged_in.get(setup["url"], {**params, "after": str(setup["datapoints"][30].id)},
+                                **HTMX, HTTP_HX_TARGET="load-more")
+    fragment = rows.content.decode()
+    assert rows.status_code == 200 and "<html" not in fragment and 'id="comparison"' not in fragment
+    assert fragment.count('class="group"') == 30 and "dp-029" in fragment and "dp-030" not in fragment
+    assert "End of results" in fragment and 'id="load-more"' not in fragment
+
+    swapped = client_logged_in.get(setup["url"], params, **HTMX, HTTP_HX_TARGET="comparison")
+    assert swapped.content.decode().lstrip().startswith('<div id="comparison">')
+
+
+def test_history_restore_gets_the_full_page(client_logged_in, setup):
+    response = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}, **HTMX,
+                                    HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert "<html" in response.content.decode()
+
+
+def test_next_page_link_works_without_javascript(client_logged_in, setup):
+    body = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}).content.decode()
+    cursor = setup["datapoints"][30].id  # the 100th newest row
+    assert f'href="/evaluations/qa/?run_ids={setup["base"].id}%2C{setup["new"].id}&amp;after={cursor}"' in body
+    assert 'hx-trigger="revealed"' in body
+
+
+def test_without_run_ids_the_latest_run_is_shown_with_the_selector_open(client_logged_in, setup):
+    body = client_logged_in.get(setup["url"]).content.decode()
+    assert 'aria-expanded="true"' in body and f'id="run-option-{setup["base"].id}"' in body
+    assert f'data-run-id="{setup["new"].id}"' in body  # the chip of the latest run
+
+
+def test_empty_evaluation_explains_how_to_start(client_logged_in):
+    EvaluationFactory(name="fresh")
+    body = client_logged_in.get(reverse("comparison_detail", args=["fresh"])).content.decode()
+    assert "No runs yet" in body and "run_evaluation fresh" in body
+
+
+@pytest.mark.parametrize("params, status, message", [
+    ({"run_ids": "abc"}, 400, "Not a valid run id"),
+    ({"run_ids": str(uuid.UUID(int=1))}, 404, "No run with id"),
+    ({"run_ids": ",".join(str(uuid.uuid4()) for _ in range(11))}, 400, "At most 10 runs"),
+    ({"after": "zzz"}, 400, "is not a datapoint id"),
+    ({"filter": "worse"}, 400, "Unknown filter"),
+    ({"sort": "random"}, 400, "Unknown sort"),
+    ({"metric": "nope", "filter": "regressed"}, 400, "Unknown metric"),
+])
+def test_bad_input_gets_a_clear_message(client_logged_in, setup, params, status, message):
+    query = {"run_ids": setup["run_ids"], **params}
+    response = client_logged_in.get(setup["url"], query)
+    assert response.status_code == status
+    assert message in response.content.decode()
+    fragment = client_logged_in.get(setup["url"], query, **HTMX, HTTP_HX_TARGET="comparison")
+    assert fragment.status_code == status and 'id="error-message"' in fragment.content.decode()
+    assert "<html" not in fragment.content.decode()
+
+
+def test_runs_of_another_evaluation_and_unknown_evaluations(client_logged_in, setup):
+    other = RunFactory(evaluation=EvaluationFactory(name="other"))
+    response = client_logged_in.get(setup["url"], {"run_ids": f"{setup['base'].id},{other.id}"})
+    assert response.status_code == 400 and f"{other.id} belongs to" in response.content.decode()
+    assert client_logged_in.get(reverse("comparison_detail", args=["missing"])).status_code == 404
+    assert client_logged_in.get(reverse("comparison_stats", args=["missing"])).status_code == 404
+    assert client_logged_in.get(reverse("run_search", args=["missing"])).status_code == 404
+    assert client_logged_in.get(reverse("run_detail", args=["not-a-uuid"])).status_code == 400
+    assert client_logged_in.get(reverse("run_detail", args=[uuid.uuid4()])).status_code == 404
+    assert client_logged_in.get(reverse("datapoint_detail", args=["qa", "nope"])).status_code == 400
+    assert client_logged_in.get(reverse("datapoint_detail", args=["qa", uuid.uuid4()])).status_code == 404
+
+
+def test_outputs_inputs_and_errors_are_escaped_everywhere(client_logged_in, setup):
+    run = setup["new"]
+    datapoint = DatapointFactory(evaluation=setup["evaluation"], created=at(150), name=XSS,
+                                 input={"messages": [{"role": "user", "content": XSS}]}, reference_output=XSS)
+    inference = InferenceFactory(run=run, datapoint=datapoint, output=XSS, error=XSS)
+    FeedbackFactory(inference=inference, metric="correct", value=1, reason=XSS)
+    pages = [
+        client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}),
+        client_logged_in.get(reverse("datapoint_detail", args=["qa", datapoint.id]), {"run_ids": setup["run_ids"]}),
+        client_logged_in.get(reverse("run_detail", args=[run.id])),
+    ]
+    for response in pages:
+        body = response.content.decode()
+        assert response.status_code == 200
+        assert "<script>alert" not in body and "<img src=x" not in body
+        assert "&lt;script&gt;alert" in body
+
+
+def test_stats_fragment(client_logged_in, setup):
+    url = reverse("comparison_stats", args=["qa"])
+    fragment = client_logged_in.get(url, {"run_ids": setup["run_ids"]}, **HTMX)
+    body = fragment.content.decode()
+    assert fragment.status_code == 200 and body.lstrip().startswith('<section id="results-stats"')
+    assert "50.0%" in body  # candidate-v2's correct mean (every other datapoint)
+    assert "▼ significant" in body and "<svg" in body
+    full = client_logged_in.get(url, {"run_ids": setup["run_ids"]})
+    assert "<html" in full.content.decode()
+
+
+def test_run_search_fragment_and_page(client_logged_in, setup):
+    url = reverse("run_search", args=["qa"])
+    fragment = client_logged_in.get(url, {"q": "candidate", "run_ids": str(setup["base"].id)}, **HTMX).content.decode()
+    assert "<html" not in fragment and 'role="option"' in fragment
+    assert "candidate-v2" in fragment and "baseline-v1" not in fragment
+    assert f"run_ids={setup['base'].id}%2C{setup['new'].id}" in fragment  # choosing it adds it
+    other = RunFactory(evaluation=EvaluationFactory(name="elsewhere"))
+    pasted = client_logged_in.get(url, {"q": str(other.id)}, **HTMX).content.decode()
+    assert "belongs to another evaluation" in pasted and "elsewhere" in pasted
+    none = client_logged_in.get(url, {"q": "zzzz-no-match"}, **HTMX).content.decode()
+    assert "No run of qa matches" in none
+    assert "<html" in client_logged_in.get(url).content.decode()
+
+
+def test_datapoint_page_shows_outputs_and_diffs(client_logged_in, setup):
+    datapoint = setup["datapoints"][1]
+    url = reverse("datapoint_detail", args=["qa", datapoint.id])
+    body = client_logged_in.get(url, {"run_ids": setup["run_ids"]}).content.decode()
+    assert "answer 1 from baseline-v1" in body and "answer 1 from candidate-v2" in body
+    assert "<del>baseline-v1</del><ins>candidate-v2</ins>" in body  # diff against the baseline's output
+    assert "Diff against the reference" in body
+
+
+def test_correcting_a_metric_records_human_feedback_that_wins(client_logged_in, user, setup):
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    response = client_logged_in.post(url, {"inference_id": inference.id, "metric": "correct", "value": "1",
+                                           "reason": "judge was wrong"}, **HTMX)
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.lstrip().startswith(f'<table class="data run-scores" id="scores-{inference.id}"')
+    assert "saved" in body and "judge was wrong" in body
+    latest = Feedback.objects.filter(inference=inference, metric="correct").winning().get()
+    assert (latest.value, latest.source, latest.created_by) == (1.0, "human", user)
+    stats = client_logged_in.get(reverse("comparison_stats", args=["qa"]), {"run_ids": setup["run_ids"]}, **HTMX)
+    assert "50.8%" in stats.content.decode()  # 66 of 130 now
+
+
+def test_correction_errors_are_clear(client_logged_in, setup):
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    bad_value = client_logged_in.post(url, {"inference_id": inference.id, "metric": "correct", "value": "0.5"})
+    assert bad_value.status_code == 400 and "must be 0 or 1" in bad_value.content.decode()
+    bad_metric = client_logged_in.post(url, {"inference_id": inference.id, "metric": "tone", "value": "1"})
+    assert bad_metric.status_code == 400 and "not an evaluator" in bad_metric.content.decode()
+    foreign = InferenceFactory()
+    wrong = client_logged_in.post(url, {"inference_id": foreign.id, "metric": "correct", "value": "1"})
+    assert wrong.status_code == 400 and "not one of this datapoint" in wrong.content.decode()
+    missing = client_logged_in.post(url, {"metric": "correct"})
+    assert missing.status_code == 400 and "not saved" in missing.content.decode()
+    assert client_logged_in.get(url).status_code == 405
+    plain = client_logged_in.post(url, {"inference_id": inference.id, "metric": "similarity", "value": "0.25"})
+    assert plain.status_code == 302  # without htmx: back to the datapoint page
+
+
+def test_run_page(client_logged_in, setup):
+    body = client_logged_in.get(reverse("run_detail", args=[setup["new"].id])).content.decode()
+    assert "candidate-v2" in body and "Latency p50 / p95 / p99" in body and "120 / 120 / 120 ms" in body
+    assert f"?run_ids={setup['base'].id},{setup['new'].id}" in body  # compare with the previous run
