@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import reduce
 from operator import or_
 
+from django.db import connection
 from django.db.models import (
     Aggregate,
     Avg,
@@ -532,26 +533,29 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
 
 
 def _paired_deltas(comparison: Comparison, scored):
-    """Aggregates of value − baseline value per (run, metric) over datapoints scored in both."""
-    baseline_value = Subquery(
-        Feedback.objects.filter(
-            inference__run_id=comparison.baseline.id,
-            inference__datapoint_id=OuterRef("inference__datapoint_id"),
-            metric=OuterRef("metric"),
-        ).order_by("-id").values("value")[:1],
-        output_field=FloatField(),
-    )
-    paired = (scored.exclude(inference__run_id=comparison.baseline.id)
-              .annotate(base=baseline_value).filter(base__isnull=False)
-              .annotate(d=ExpressionWrapper(F("value") - F("base"), output_field=FloatField())))
-    return {
-        (row["inference__run_id"], row["metric"]): row
-        for row in paired.values("inference__run_id", "metric").annotate(
-            n=Count("id"), mean=Avg("d"), sd=StdDev("d", sample=True),
-            higher=Count("id", filter=Q(d__gt=0)), lower=Count("id", filter=Q(d__lt=0)),
-            same=Count("id", filter=Q(d=0)),
-        )
-    }
+    """Aggregates of value − baseline value per (run, metric) over datapoints scored in both.
+
+    The ORM builds the winning, in-window scores (so the window rule lives in one place); they are
+    materialised once and paired with the baseline's by an equi-join, which PostgreSQL hashes.
+    A correlated "baseline value" subquery would be re-run for every aggregate that uses it.
+    """
+    scores_sql, params = scored.values_list(
+        "inference__run_id", "inference__datapoint_id", "metric", "value").query.sql_with_params()
+    sql = f"""
+        WITH scores (run_id, datapoint_id, metric, value) AS MATERIALIZED ({scores_sql})
+        SELECT s.run_id, s.metric, count(*), avg(s.value - b.value), stddev_samp(s.value - b.value),
+               count(*) FILTER (WHERE s.value > b.value), count(*) FILTER (WHERE s.value < b.value),
+               count(*) FILTER (WHERE s.value = b.value)
+        FROM scores s
+        JOIN scores b ON b.run_id = %s AND b.datapoint_id = s.datapoint_id AND b.metric = s.metric
+        WHERE s.run_id <> %s
+        GROUP BY s.run_id, s.metric
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, comparison.baseline.id, comparison.baseline.id])
+        keys = ["n", "mean", "sd", "higher", "lower", "same"]
+        return {(run_id, metric): dict(zip(keys, values, strict=True))
+                for run_id, metric, *values in cursor.fetchall()}
 
 
 def _delta_stat(evaluator: Evaluator, row) -> DeltaStat:
