@@ -34,7 +34,7 @@ from django.db.models import (
     Sum,
     Value,
 )
-from django.db.models.functions import Greatest, Least
+from django.db.models.functions import Coalesce, Greatest, Least
 
 from comparisons.ids import parse_uuid
 from comparisons.models import (
@@ -123,16 +123,24 @@ def parse_run_ids(text: str | None) -> list[uuid.UUID]:
     return ids
 
 
-def assign_colours(run_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """A badge colour per run that does not depend on the order of `run_ids`.
+def with_ordinal(runs):
+    """Annotate each run with `ordinal`: how many runs of its evaluation came before it."""
+    earlier = (EvaluationRun.objects.filter(evaluation_id=OuterRef("evaluation_id"), id__lt=OuterRef("id"))
+               .order_by().values("evaluation_id").annotate(c=Count("id")).values("c"))
+    return runs.annotate(ordinal=Coalesce(Subquery(earlier), 0))
 
-    Each run prefers the colour its id hashes to; collisions are settled in run-time order, so
-    re-ordering (making another run the baseline) never changes a colour.
+
+def assign_colours(ordinals: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    """A badge colour per run from its ordinal in the evaluation (`with_ordinal`).
+
+    A run's colour never depends on what else is selected or in which order, and consecutive runs,
+    the pair compared most often, get neighbouring palette entries, which are chosen to contrast.
+    Runs ten apart would share a colour; then the later run takes the next free one.
     """
     taken: set[int] = set()
     colours = {}
-    for run_id in sorted(run_ids, key=lambda u: u.bytes):
-        colour = run_id.int % VARIANT_COLOURS
+    for run_id in sorted(ordinals, key=lambda u: u.bytes):
+        colour = ordinals[run_id] % VARIANT_COLOURS
         while colour in taken and len(taken) < VARIANT_COLOURS:
             colour = (colour + 1) % VARIANT_COLOURS
         taken.add(colour)
@@ -157,7 +165,8 @@ def resolve_comparison(evaluation: Evaluation | str, run_ids: list[uuid.UUID]) -
         evaluation = get_evaluation(evaluation)
     if not run_ids:
         raise ComparisonError("Choose at least one run to compare (run_ids=...).")
-    found = {run.id: run for run in EvaluationRun.objects.select_related("evaluation").filter(id__in=run_ids)}
+    found = {run.id: run
+             for run in with_ordinal(EvaluationRun.objects.select_related("evaluation").filter(id__in=run_ids))}
     unknown = [str(i) for i in run_ids if i not in found]
     if unknown:
         raise ComparisonError(f"No run with id {', '.join(unknown)}.", status=404)
@@ -167,7 +176,7 @@ def resolve_comparison(evaluation: Evaluation | str, run_ids: list[uuid.UUID]) -
         raise ComparisonError(
             f"Only runs of one evaluation can be compared, and this is '{evaluation.name}': {listed}."
         )
-    colours = assign_colours(run_ids)
+    colours = assign_colours({i: found[i].ordinal for i in run_ids})
     runs = [SelectedRun(found[i], position, colours[i]) for position, i in enumerate(run_ids)]
     return Comparison(evaluation, list(evaluation.evaluators.order_by("id")), runs)
 
@@ -604,8 +613,8 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
         if all(c in "0123456789abcdef" for c in prefix):
             matches |= Q(id__startswith=_uuid_prefix(prefix))
         runs = runs.filter(matches)
-    runs = list(runs[:limit])
-    colours = assign_colours(list(selected) + [r.id for r in runs if r.id not in selected])
+    runs = list(with_ordinal(runs)[:limit])
+    colours = assign_colours({r.id: r.ordinal for r in runs})
     first_metric = evaluation.evaluators.order_by("id").first()
     headline = {}
     pinned = {}

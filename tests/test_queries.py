@@ -109,10 +109,16 @@ def test_bad_filter_sort_and_metric_are_refused(evaluation):
         comparison_page(single, RowQuery(filter=RowFilter.REGRESSED))
 
 
-def test_colours_are_stable_when_the_baseline_changes():
-    ids = [uuid7(at(m)) for m in range(6)]
-    assert assign_colours(ids) == assign_colours(list(reversed(ids)))
-    assert len(set(assign_colours(ids).values())) == 6
+def test_colours_follow_the_run_order_and_never_depend_on_the_selection(evaluation):
+    runs = [run_at(evaluation, m) for m in range(12)]
+    everything = resolve_comparison(evaluation, [r.id for r in runs[:10]])
+    colours = {r.id: r.colour for r in everything.runs}
+    assert [colours[r.id] for r in runs[:10]] == list(range(10))
+    reordered = resolve_comparison(evaluation, [runs[5].id, runs[2].id])
+    assert [r.colour for r in reordered.runs] == [5, 2]  # the same colours in any selection or order
+    later = resolve_comparison(evaluation, [runs[0].id, runs[10].id, runs[11].id])
+    assert [r.colour for r in later.runs] == [0, 1, 2]  # run 10 would repeat run 0's colour: next free one
+    assert assign_colours({runs[0].id: 0, runs[1].id: 10}) == {runs[0].id: 0, runs[1].id: 1}
 
 
 # --- the window at its edges -------------------------------------------------------------------
