@@ -39,13 +39,14 @@ def uuid7(when: datetime | int | None = None) -> uuid.UUID:
     if not 0 <= ms < 1 << 48:
         raise ValueError(f"time out of UUIDv7 range: {ms} ms")
     with _lock:
+        random = int.from_bytes(os.urandom(10), "big")
         if ms == _last_ms and _counter < 0xFFF:
             _counter += 1
         else:
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF  # leave room to count up
+            _counter = (random >> 64) & 0x7FF  # a random start that leaves room to count up
         _last_ms = ms
         counter = _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand_b = random & ((1 << 62) - 1)
     value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
     return uuid.UUID(int=value)
 

@@ -5,6 +5,8 @@ Outputs come in TensorZero's shapes: a chat output is a list of content blocks
 or any JSON value. `output_text` and `output_json` read either shape.
 """
 
+import asyncio
+import inspect
 import json
 import re
 from functools import lru_cache
@@ -154,3 +156,129 @@ BUILTIN_SCORERS = {
     "bleu": bleu,
     "rouge_l": rouge_l,
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorers as the runner uses them: one async interface whatever the evaluator kind.
+
+JUDGE_SYSTEM = {
+    True: 'You are a strict evaluator. Answer only with JSON: {"score": true or false, "reason": "<one sentence>"}.',
+    False: 'You are a strict evaluator. Answer only with JSON: {"score": <number>, "reason": "<one sentence>"}.',
+}
+DEFAULT_JUDGE_PROMPT = (
+    "Input:\n{input}\n\nReference answer:\n{reference}\n\nAnswer to judge:\n{output}\n\n"
+    "Does the answer correctly and fully address the input?"
+)
+
+
+class ScorerError(Exception):
+    """A scorer could not produce a value (bad configuration or a bad return value)."""
+
+
+def import_callable(path: str):
+    """`module:function` (or `module.function`) imported from the current directory or sys.path."""
+    import importlib
+    import os
+    import sys
+
+    module_name, _, attribute = path.partition(":") if ":" in path else path.rpartition(".")
+    if not module_name or not attribute:
+        raise ImportError(f"'{path}' is not of the form module:function")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    try:
+        target = getattr(module, attribute)
+    except AttributeError as error:
+        raise ImportError(f"module '{module_name}' has no attribute '{attribute}'") from error
+    if not callable(target):
+        raise ImportError(f"'{path}' is not callable")
+    return target
+
+
+def _render(template: str, **values) -> str:
+    # str.replace, not str.format: inputs and outputs are full of JSON braces.
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+class Scorer:
+    """Scores one output for one evaluator: `await scorer.score(output, reference, input, context)`.
+
+    Returns (value, reason) with the value as the evaluator's type (booleans as 0.0/1.0).
+    `context` carries the run's shared httpx client and a thread pool for sync custom scorers.
+    """
+
+    def __init__(self, evaluator, function=None):
+        self.evaluator = evaluator
+        self.name = evaluator.name
+        self.boolean = evaluator.value_type == "boolean"
+        self.config = evaluator.config or {}
+        kind = evaluator.kind
+        if kind in BUILTIN_SCORERS:
+            self.function, self.mode = BUILTIN_SCORERS[kind], "builtin"
+        elif kind == "llm_judge":
+            if not self.config.get("model"):
+                raise ScorerError(f"llm_judge evaluator '{self.name}' needs config.model")
+            self.function, self.mode = None, "judge"
+        elif kind == "custom":
+            function = function or (import_callable(self.config["callable"]) if self.config.get("callable") else None)
+            if function is None:
+                raise ScorerError(f"custom evaluator '{self.name}' needs a scorer: pass scorers={{'{self.name}': fn}} "
+                                  "or set config.callable to 'module:function'")
+            self.function, self.mode = function, "custom"
+        else:
+            raise ScorerError(f"evaluator '{self.name}' has unknown kind '{kind}'")
+
+    async def score(self, output, reference, input, context) -> tuple[float, str]:
+        if self.mode == "builtin":
+            raw = self.function(output, reference, self.config)
+        elif self.mode == "judge":
+            raw = await self._judge(output, reference, input, context)
+        elif inspect.iscoroutinefunction(self.function):
+            raw = await self.function(output, reference, input)
+        else:
+            raw = await asyncio.get_running_loop().run_in_executor(
+                context.executor, self.function, output, reference, input)
+            if inspect.isawaitable(raw):
+                raw = await raw
+        return self._normalise(raw)
+
+    def _normalise(self, raw) -> tuple[float, str]:
+        reason = ""
+        if isinstance(raw, tuple) and len(raw) == 2:
+            raw, reason = raw
+        if isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, (int, float)) and raw == raw:  # not NaN
+            value = float(raw)
+        else:
+            raise ScorerError(f"scorer '{self.name}' returned {raw!r}; expected a bool, a number or (value, reason)")
+        if self.boolean and value not in (0.0, 1.0):
+            threshold = self.config.get("threshold")
+            if threshold is None:
+                raise ScorerError(f"scorer '{self.name}' returned {value:g} for a boolean metric "
+                                  "(set config.threshold to turn scores into pass/fail)")
+            value = float(value >= threshold)
+        return value, str(reason or "")
+
+    async def _judge(self, output, reference, input, context):
+        from django.conf import settings
+
+        from comparisons.runner.openai_client import chat_completion, parse_judgement
+
+        prompt = _render(self.config.get("prompt") or DEFAULT_JUDGE_PROMPT,
+                         input=output_text(input), output=output_text(output), reference=output_text(reference))
+        completion = await chat_completion(
+            context.http,
+            base_url=self.config.get("base_url") or settings.OPENAI_BASE_URL,
+            api_key=self.config.get("api_key") or settings.OPENAI_API_KEY,
+            model=self.config["model"],
+            messages=[{"role": "system", "content": JUDGE_SYSTEM[self.boolean]},
+                      {"role": "user", "content": prompt}],
+            temperature=self.config.get("temperature", 0),
+            max_retries=int(self.config.get("max_retries", 4)),
+            backoff_s=float(self.config.get("backoff_s", 0.5)),
+        )
+        return parse_judgement(completion.content, self.boolean)

@@ -1,0 +1,518 @@
+"""evaluate(): run a task over an evaluation's dataset, score every output, record the run.
+
+How the work is split:
+- The task and scorers run on ONE asyncio event loop in a background thread. Exactly
+  `concurrency` worker coroutines pull datapoints from a shared iterator, so at most `concurrency`
+  tasks are ever in flight. `async def` tasks are awaited on that loop; plain functions run in a
+  thread pool of the same size; a function that returns an awaitable has its result awaited.
+- Finished items go onto a deque. The calling thread, where Django's ORM belongs,
+  writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress.
+- Ctrl-C reaches the calling thread: it cancels the loop, records everything that finished, and
+  marks the run cancelled. A task raising asyncio.CancelledError cancels the run the same way.
+- An exception or timeout in a task or a scorer fails that datapoint only: the inference is
+  recorded with the error message (and whatever scores could be computed), never the run.
+"""
+
+import asyncio
+import inspect
+import json
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from tqdm import tqdm
+
+from comparisons.bulk import copy_rows
+from comparisons.ids import uuid7
+from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
+from comparisons.runner.scorers import Scorer
+from comparisons.stats import Interval, metric_interval, percentile, sample_stddev
+
+BATCH_SIZE = 200
+FLUSH_EVERY_S = 0.5
+POLL_S = 0.05
+PINNED_TAG = "tensorzero::variant_pinned"
+
+
+@dataclass
+class TaskResult:
+    """What a task may return instead of a bare output, to report usage and tags too."""
+
+    output: Any
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class ItemResult:
+    """One datapoint's outcome, as recorded."""
+
+    datapoint_id: Any
+    inference_id: Any
+    output: Any
+    error: str | None
+    latency_ms: float | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    tags: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # metric -> (value, reason)
+
+    def as_dict(self) -> dict:
+        return {
+            "datapoint_id": str(self.datapoint_id), "inference_id": str(self.inference_id),
+            "output": self.output, "error": self.error, "latency_ms": self.latency_ms,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "cost": self.cost,
+            "scores": {name: value for name, (value, _reason) in self.scores.items()},
+        }
+
+
+@dataclass
+class MetricResult:
+    name: str
+    n: int
+    mean: float | None
+    ci: Interval | None
+    cutoff: float | None
+    optimize: str
+    boolean: bool
+
+    @property
+    def passed(self) -> bool | None:
+        """Whether the mean meets the cutoff (None without a cutoff); no scores fails a cutoff."""
+        if self.cutoff is None:
+            return None
+        if self.mean is None:
+            return False
+        return self.mean >= self.cutoff if self.optimize == "max" else self.mean <= self.cutoff
+
+
+@dataclass
+class RunResult:
+    """The summary of a run, as printed by `run_evaluation` and returned by `evaluate()`."""
+
+    run: EvaluationRun
+    status: str
+    datapoints: int
+    items: list[ItemResult]
+    metrics: list[MetricResult]
+    elapsed_s: float
+    comparison_url: str
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for item in self.items if item.error is not None)
+
+    @property
+    def failed_cutoffs(self) -> list[MetricResult]:
+        return [metric for metric in self.metrics if metric.passed is False]
+
+    @property
+    def passed(self) -> bool:
+        return self.status == EvaluationRun.Status.COMPLETED and not self.failed_cutoffs
+
+    def latency_percentiles(self) -> dict[str, float | None]:
+        latencies = sorted(item.latency_ms for item in self.items if item.latency_ms is not None)
+        return {f"p{q}": percentile(latencies, q) for q in (50, 95, 99)}
+
+    @property
+    def throughput(self) -> float:
+        return len(self.items) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def totals(self) -> dict:
+        def total(name):
+            values = [getattr(item, name) for item in self.items if getattr(item, name) is not None]
+            return sum(values) if values else None
+
+        return {"input_tokens": total("input_tokens"), "output_tokens": total("output_tokens"), "cost": total("cost")}
+
+    def as_dict(self) -> dict:
+        return {
+            "summary": True, "run_id": str(self.run.id), "evaluation": self.run.evaluation.name,
+            "variant": self.run.variant_name, "status": self.status, "datapoints": self.datapoints,
+            "inferences": len(self.items), "errors": self.errors, "elapsed_s": round(self.elapsed_s, 3),
+            "throughput_per_s": round(self.throughput, 2), "latency_ms": self.latency_percentiles(), **self.totals(),
+            "metrics": {m.name: {"n": m.n, "mean": m.mean, "ci_low": m.ci and m.ci.low, "ci_high": m.ci and m.ci.high,
+                                 "cutoff": m.cutoff, "passed": m.passed} for m in self.metrics},
+            "passed": self.passed, "comparison_url": self.comparison_url,
+        }
+
+    def format(self) -> str:
+        """A human-readable summary."""
+        lines = [f"Run {self.run.id} of {self.run.evaluation.name} · variant {self.run.variant_name} · {self.status}",
+                 f"  {len(self.items)} of {self.datapoints} datapoints in {self.elapsed_s:.2f} s "
+                 f"({self.throughput:.1f}/s), {self.errors} error(s)"]
+        p = self.latency_percentiles()
+        if p["p50"] is not None:
+            lines.append(f"  latency p50 {p['p50']:.0f} ms · p95 {p['p95']:.0f} ms · p99 {p['p99']:.0f} ms")
+        totals = self.totals()
+        if totals["input_tokens"] is not None or totals["cost"] is not None:
+            lines.append(f"  tokens {totals['input_tokens'] or 0} in / {totals['output_tokens'] or 0} out"
+                         + (f" · cost ${totals['cost']:.4f}" if totals["cost"] is not None else ""))
+        for metric in self.metrics:
+            mean = "–" if metric.mean is None else f"{metric.mean:.4f}"
+            ci = f" [{metric.ci.low:.4f}, {metric.ci.high:.4f}]" if metric.ci else ""
+            verdict = {True: "  ✓ meets", False: "  ✗ misses", None: ""}[metric.passed]
+            cutoff = f"{verdict} cutoff {metric.cutoff:g} ({'≥' if metric.optimize == 'max' else '≤'})" \
+                if metric.cutoff is not None else ""
+            lines.append(f"  {metric.name}: mean {mean}{ci} n={metric.n}{cutoff}")
+        lines.append(f"  compare: {self.comparison_url}")
+        return "\n".join(lines)
+
+
+class _Context:
+    """What scorers share during a run: a thread pool and, made on first use, an HTTP client.
+
+    Creating an httpx client loads the TLS trust store (tens of milliseconds), so a run whose
+    evaluators make no HTTP calls never pays for one.
+    """
+
+    def __init__(self, executor):
+        self.executor = executor
+        self._http = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0))
+        return self._http
+
+    async def aclose(self):
+        if self._http is not None:
+            await self._http.aclose()
+
+
+class _Engine:
+    """The event-loop side: runs tasks and scorers, puts ItemResults on `results`."""
+
+    def __init__(self, task, scorers, concurrency, timeout, pinned, results):
+        self.task, self.scorers, self.concurrency, self.timeout = task, scorers, concurrency, timeout
+        # A callable object with an `async def __call__` (e.g. OpenAIModelTask) is async too.
+        self.task_is_async = inspect.iscoroutinefunction(task) or inspect.iscoroutinefunction(type(task).__call__)
+        self.pinned = pinned
+        self.results = results
+        self.loop = None
+        self.main = None
+        self.cancel_requested = False
+        self.cancelled = False
+        self.crash = None
+        self.ready = threading.Event()
+        self.done = threading.Event()
+
+    def run(self, items):
+        try:
+            asyncio.run(self._main(items))
+        except BaseException as error:  # reported to the calling thread, which records what finished
+            self.crash = error
+        finally:
+            self.ready.set()
+            self.done.set()
+
+    def cancel(self):
+        """Cancel from another thread: in-flight items are dropped, finished ones are kept."""
+        self.ready.wait(5)
+        self.cancel_requested = True
+        if self.loop is not None and self.main is not None:
+            self.loop.call_soon_threadsafe(self.main.cancel)
+
+    async def _main(self, items):
+        self.loop = asyncio.get_running_loop()
+        self.main = asyncio.current_task()
+        self.ready.set()
+        iterator = iter(items)
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evaluate") as executor:
+            context = _Context(executor)
+            workers = [asyncio.create_task(self._worker(iterator, context)) for _ in range(self.concurrency)]
+            try:
+                await asyncio.gather(*workers)
+            except asyncio.CancelledError:
+                self.cancelled = True
+                for worker in workers:
+                    worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+            finally:
+                await context.aclose()
+                closer = getattr(self.task, "aclose", None)
+                if closer is not None:
+                    await closer()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _worker(self, iterator, context):
+        for datapoint_id, input, reference in iterator:
+            # deque.append is atomic and wakes nobody: the calling thread drains it POLL_S apart,
+            # so finished items cost the loop no GIL hand-off.
+            self.results.append(await self._one(datapoint_id, input, reference, context))
+
+    async def _call_task(self, input, context):
+        if self.task_is_async:
+            return await self.task(input)
+        result = await self.loop.run_in_executor(context.executor, self.task, input)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _within_timeout(self, awaitable):
+        if self.timeout is None:  # the common case skips wait_for's bookkeeping on the hot path
+            return await awaitable
+        return await asyncio.wait_for(awaitable, self.timeout)
+
+    async def _one(self, datapoint_id, input, reference, context):
+        started = time.perf_counter()
+        item = ItemResult(datapoint_id, None, None, None, None)
+        try:
+            result = await self._within_timeout(self._call_task(input, context))
+            item.latency_ms = (time.perf_counter() - started) * 1000
+            if isinstance(result, TaskResult):
+                item.output, item.input_tokens, item.output_tokens = result.output, result.input_tokens, \
+                    result.output_tokens
+                item.cost, item.tags = result.cost, dict(result.tags or {})
+            else:
+                item.output = result
+            json.dumps(item.output)
+        except asyncio.CancelledError:
+            if not self.cancel_requested:  # the task itself raised CancelledError: cancel the run
+                self.cancel_requested = True
+                self.main.cancel()
+            raise
+        except TimeoutError:
+            item.latency_ms = (time.perf_counter() - started) * 1000
+            item.error = f"TimeoutError: the task did not finish within {self.timeout:g} s"
+            item.output = None
+        except Exception as error:
+            item.latency_ms = item.latency_ms or (time.perf_counter() - started) * 1000
+            item.error = _describe(error, "task")
+            item.output = None
+        item.inference_id = uuid7()
+        if item.error is None:
+            problems = []
+            for scorer in self.scorers:
+                try:
+                    item.scores[scorer.name] = await self._within_timeout(
+                        scorer.score(item.output, reference, input, context))
+                except asyncio.CancelledError:
+                    raise
+                except TimeoutError:
+                    problems.append(f"scorer '{scorer.name}' did not finish within {self.timeout:g} s")
+                except Exception as error:
+                    problems.append(_describe(error, f"scorer '{scorer.name}'"))
+            if problems:
+                item.error = "; ".join(problems)
+        return item
+
+
+def _describe(error: BaseException, where: str) -> str:
+    message = str(error) or repr(error)
+    if isinstance(error, TypeError) and "JSON serializable" in message:
+        return f"{where} returned an output that is not JSON-serializable: {message}"
+    return f"{type(error).__name__} in {where}: {message}"
+
+
+class _Recorder:
+    """The calling thread's side: batches ItemResults into inferences and feedback."""
+
+    def __init__(self, run, variant, pinned, inputs, evaluation):
+        self.run, self.variant, self.pinned, self.inputs = run, variant, pinned, inputs
+        self.base_tags = {
+            "tensorzero::evaluation_run_id": str(run.id),
+            "tensorzero::evaluation_name": evaluation.name,
+            "tensorzero::dataset_name": evaluation.dataset.name,
+        }
+        if pinned:
+            self.base_tags[PINNED_TAG] = "true"
+        self.pending: list[ItemResult] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, item: ItemResult):
+        self.pending.append(item)
+        if len(self.pending) >= BATCH_SIZE:
+            self.flush()
+
+    def flush_if_due(self):
+        if self.pending and time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self):
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        inferences, feedback = [], []
+        for item in batch:
+            inferences.append((
+                item.inference_id, self.run.id, item.datapoint_id, self.inputs[item.datapoint_id], item.output,
+                self.variant, self.pinned, item.latency_ms, item.input_tokens, item.output_tokens,
+                Decimal(str(item.cost)) if item.cost is not None else None, item.error,
+                {**self.base_tags, "tensorzero::datapoint_id": str(item.datapoint_id), **item.tags},
+            ))
+            feedback.extend((uuid7(), item.inference_id, name, value, Feedback.Source.EVALUATOR, reason[:10_000], {})
+                            for name, (value, reason) in item.scores.items())
+        with transaction.atomic():
+            copy_rows(Inference, INFERENCE_FIELDS, inferences)
+            copy_rows(Feedback, FEEDBACK_FIELDS, feedback)
+
+
+INFERENCE_FIELDS = ["id", "run_id", "datapoint_id", "input", "output", "variant_name", "variant_pinned", "latency_ms",
+                    "input_tokens", "output_tokens", "cost", "error", "tags"]
+FEEDBACK_FIELDS = ["id", "inference_id", "metric", "value", "source", "reason", "tags"]
+
+
+def _resolve_cutoffs(evaluators: list[Evaluator], cutoffs: dict | None) -> dict[str, float | None]:
+    resolved = {e.name: e.cutoff for e in evaluators}
+    for name, value in (cutoffs or {}).items():
+        if name not in resolved:
+            known = ", ".join(resolved) or "none"
+            raise ValueError(f"cutoff for unknown metric '{name}'; this evaluation has: {known}")
+        resolved[name] = float(value)
+    return resolved
+
+
+def _summaries(evaluators, items, cutoffs) -> list[MetricResult]:
+    metrics = []
+    for evaluator in evaluators:
+        values = [item.scores[evaluator.name][0] for item in items if evaluator.name in item.scores]
+        n = len(values)
+        mean = sum(values) / n if n else None
+        ci = metric_interval(evaluator.is_boolean, mean, sample_stddev(values), n)
+        metrics.append(MetricResult(evaluator.name, n, mean, ci, cutoffs[evaluator.name], evaluator.optimize,
+                                    evaluator.is_boolean))
+    return metrics
+
+
+def comparison_url(run: EvaluationRun) -> str:
+    """The comparison page of this run against the previous run of its evaluation (alone if first)."""
+    previous = (EvaluationRun.objects.for_evaluation(run.evaluation).filter(id__lt=run.id).recent()
+                .values_list("id", flat=True).first())
+    ids = f"{previous},{run.id}" if previous else str(run.id)
+    return f"{settings.PUBLIC_URL}/evaluations/{run.evaluation.name}/?run_ids={ids}"
+
+
+def evaluate(
+    evaluation: Evaluation | str,
+    variant: str,
+    task,
+    *,
+    concurrency: int = 8,
+    pinned: bool = True,
+    datapoint_ids=None,
+    max_datapoints: int | None = None,
+    config: dict | None = None,
+    tags: dict | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    cutoffs: dict | None = None,
+    scorers: dict | None = None,
+    on_item=None,
+) -> RunResult:
+    """Run `task` over the evaluation's dataset as it is now, score each output, record the run.
+
+    `task(input)` may be a plain function, an `async def` function or a function returning an
+    awaitable; it returns the output or a TaskResult. `scorers` maps custom evaluator names to
+    callables `(output, reference, input) -> bool | float | (value, reason)`, sync or async.
+    `cutoffs` overrides evaluator cutoffs. `on_item(ItemResult)` is called in this thread as each
+    datapoint finishes. Raises ValueError for bad arguments before anything is recorded.
+    """
+    started = time.perf_counter()  # elapsed_s covers the whole call: setup, tasks, scoring, recording
+    if isinstance(evaluation, str):
+        found = Evaluation.objects.select_related("dataset", "function").filter(name=evaluation).first()
+        if found is None:
+            raise ValueError(f"there is no evaluation named '{evaluation}'")
+        evaluation = found
+    if not callable(task):
+        raise ValueError("task must be callable")
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be positive")
+    if not variant:
+        raise ValueError("a variant name is required")
+    evaluators = list(evaluation.evaluators.order_by("id"))
+    run_scorers = [Scorer(e, (scorers or {}).get(e.name)) for e in evaluators]
+    unknown = set(scorers or {}) - {e.name for e in evaluators}
+    if unknown:
+        raise ValueError(f"scorers given for unknown evaluators: {', '.join(sorted(unknown))}")
+    resolved_cutoffs = _resolve_cutoffs(evaluators, cutoffs)
+
+    run = EvaluationRun(id=uuid7(), evaluation=evaluation, variant_name=variant, config=config or {},
+                        tags=tags or {}, status=EvaluationRun.Status.RUNNING)
+    datapoints = evaluation.datapoints().in_window(run.started_at).newest_first()
+    if datapoint_ids is not None:
+        wanted = [str(i) for i in datapoint_ids]
+        datapoints = datapoints.filter(id__in=wanted)
+        found_ids = {str(i) for i in datapoints.values_list("id", flat=True)}
+        absent = [i for i in wanted if i not in found_ids]
+        if absent:
+            raise ValueError(f"not current datapoints of '{evaluation.name}': {', '.join(absent)}")
+    if max_datapoints is not None:
+        if max_datapoints < 1:
+            raise ValueError("max_datapoints must be at least 1")
+        datapoints = datapoints[:max_datapoints]
+    work = [(d.id, d.input, d.reference_output) for d in datapoints.only("id", "input", "reference_output")]
+    run.save(force_insert=True)
+
+    inputs = {datapoint_id: input for datapoint_id, input, _ in work}
+    results: deque[ItemResult] = deque()
+    engine = _Engine(task, run_scorers, concurrency, timeout, pinned, results)
+    recorder = _Recorder(run, variant, pinned, inputs, evaluation)
+    items: list[ItemResult] = []
+    bar = tqdm(total=len(work), file=sys.stderr, disable=not progress, unit="dp", dynamic_ncols=True,
+               desc=f"{evaluation.name} · {variant}")
+    sums = {s.name: [0.0, 0] for s in run_scorers}
+
+    def take_finished():
+        count = 0
+        while results:
+            item = results.popleft()
+            items.append(item)
+            recorder.add(item)
+            for name, (value, _reason) in item.scores.items():
+                sums[name][0] += value
+                sums[name][1] += 1
+            if on_item is not None:
+                on_item(item)
+            count += 1
+        if count:
+            bar.update(count)
+            if sums:
+                bar.set_postfix({k: f"{s / n:.3f}" for k, (s, n) in sums.items() if n}, refresh=False)
+
+    thread = threading.Thread(target=engine.run, args=(work,), name="evaluate-loop", daemon=True)
+    thread.start()
+    status = EvaluationRun.Status.COMPLETED
+    try:
+        while not engine.done.wait(POLL_S):
+            take_finished()
+            recorder.flush_if_due()
+        thread.join()
+        take_finished()
+        if engine.crash is not None:
+            status = EvaluationRun.Status.FAILED
+        elif engine.cancelled:
+            status = EvaluationRun.Status.CANCELLED
+    except KeyboardInterrupt:
+        status = EvaluationRun.Status.CANCELLED
+        engine.cancel()
+        thread.join(timeout=30)
+        take_finished()  # keep whatever finished before the interrupt
+    finally:
+        bar.close()
+        recorder.flush()
+        run.status = status
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "finished_at"])
+    if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):
+        raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
+    elapsed = time.perf_counter() - started
+    return RunResult(run, status, len(work), items, _summaries(evaluators, items, resolved_cutoffs), elapsed,
+                     comparison_url(run))
+

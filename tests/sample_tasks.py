@@ -1,0 +1,34 @@
+"""Tasks and scorers importable by `run_evaluation --task tests.sample_tasks:NAME` in the tests."""
+
+import asyncio
+import time
+
+
+def _answer(input):
+    number = int(input["question"].split()[-1])
+    return f"answer {number}" if number % 2 == 0 else "wrong"
+
+
+def sync_task(input):
+    time.sleep(0.001)
+    return _answer(input)
+
+
+async def async_task(input):
+    await asyncio.sleep(0.001)
+    return _answer(input)
+
+
+def awaitable_task(input):
+    return async_task(input)  # a plain function returning a coroutine
+
+
+def perfect(input):
+    return "answer " + input["question"].split()[-1]
+
+
+def not_a_function_but_a_string():
+    return None
+
+
+broken = "this is not callable"

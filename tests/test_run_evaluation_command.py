@@ -1,0 +1,108 @@
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from io import StringIO
+from urllib.parse import quote
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from comparisons.models import EvaluationRun, Inference
+from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
+from tests.fake_openai import FakeOpenAI
+
+
+@pytest.fixture
+def evaluation(db):
+    evaluation = EvaluationFactory(name="qa", prompt_template="Answer briefly.\n\n{input}")
+    EvaluatorFactory(evaluation=evaluation, name="exact", kind="exact_match")
+    EvaluatorFactory(evaluation=evaluation, name="similar", kind="levenshtein", value_type="float", optimize="max")
+    for i in range(6):
+        DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i),
+                         input={"question": f"question {i}"}, reference_output=f"answer {i}")
+    return evaluation
+
+
+def run(*args):
+    out, err = StringIO(), StringIO()
+    call_command("run_evaluation", *args, "--no-progress", stdout=out, stderr=err)
+    return out.getvalue()
+
+
+def exit_code(*args):
+    with pytest.raises(CommandError) as error:
+        run(*args)
+    return error.value.returncode, str(error.value)
+
+
+def test_pretty_summary_and_exit_zero(evaluation):
+    output = run("qa", "--variant", "v1", "--task", "tests.sample_tasks:perfect", "--cutoff", "exact=1",
+                 "--tag", "branch=main")
+    assert "6 of 6 datapoints" in output and "exact: mean 1.0000" in output and "✓ meets cutoff 1" in output
+    assert "latency p50" in output and "/evaluations/qa/?run_ids=" in output
+    run_ = EvaluationRun.objects.get()
+    assert run_.tags == {"branch": "main"} and run_.config == {"task": "tests.sample_tasks:perfect"}
+
+
+def test_failing_cutoff_exits_one_naming_the_metric(evaluation):
+    code, message = exit_code("qa", "--variant", "v1", "--task", "tests.sample_tasks:sync_task",
+                              "--cutoff", "exact=0.9", "--cutoff", "similar=0.1")
+    assert code == 1
+    assert "exact mean 0.5000 < cutoff 0.9" in message and "similar" not in message
+
+
+@pytest.mark.parametrize("args, message", [
+    (("missing", "--variant", "v", "--task", "tests.sample_tasks:perfect"), "no evaluation named 'missing'"),
+    (("qa", "--variant", "v", "--task", "tests.nope:perfect"), "Cannot import task"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:broken"), "not callable"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", "exact>1"), "Bad --cutoff"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", "tone=1"), "unknown metric"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--concurrency", "0"), "at least 1"),
+])
+def test_bad_input_exits_two(evaluation, args, message):
+    code, text = exit_code(*args)
+    assert code == 2 and message in text
+    assert not EvaluationRun.objects.exists()
+
+
+def test_jsonl_prints_each_datapoint_then_a_summary(evaluation):
+    lines = [json.loads(line) for line in run("qa", "--variant", "v", "--task", "tests.sample_tasks:sync_task",
+                                               "--format", "jsonl", "--unpinned").splitlines()]
+    assert len(lines) == 7 and all("datapoint_id" in line for line in lines[:6])
+    assert {line["output"] for line in lines[:6]} == {"answer 0", "wrong", "answer 2", "answer 4"}
+    summary = lines[-1]
+    assert summary["summary"] and summary["inferences"] == 6 and summary["metrics"]["exact"]["mean"] == 0.5
+    assert not Inference.objects.filter(variant_pinned=True).exists()
+
+
+def test_openai_model_runs_the_prompt_template(evaluation):
+    with FakeOpenAI([(200, "answer 5")]) as server:
+        run("qa", "--variant", "model", "--openai-model", "small-model", "--openai-base-url", server.url)
+    body = server.requests[0]["body"]
+    assert body["model"] == "small-model"
+    assert body["messages"] == [{"role": "user", "content": "Answer briefly.\n\nquestion 5"}] or \
+        body["messages"][0]["content"].startswith("Answer briefly.")
+    inference = Inference.objects.get(datapoint__input={"question": "question 5"})
+    assert inference.output == [{"type": "text", "text": "answer 5"}]
+    assert (inference.input_tokens, inference.output_tokens) == (11, 7)
+    assert EvaluationRun.objects.get().config["model"] == "small-model"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_real_process_exit_codes(evaluation):
+    settings_dict = connection.settings_dict
+    url = (f"postgresql://{quote(settings_dict['USER'] or 'postgres')}@/{settings_dict['NAME']}"
+           f"?host={quote(settings_dict['HOST'] or 'localhost', safe='/')}&port={settings_dict['PORT'] or 5432}")
+    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "1"}
+
+    def process(*args):
+        return subprocess.run([sys.executable, "manage.py", "run_evaluation", "qa", "--variant", "v", "--no-progress",
+                               *args], env=env, capture_output=True, text=True, timeout=120)
+
+    assert process("--task", "tests.sample_tasks:perfect").returncode == 0
+    failed = process("--task", "tests.sample_tasks:sync_task", "--cutoff", "exact=0.9")
+    assert failed.returncode == 1 and "Cutoff failed: exact mean 0.5000" in failed.stderr
+    assert process("--task", "tests.nope:x").returncode == 2
