@@ -1,8 +1,11 @@
 """Thin views: parse the query string, call `queries`, pick a template (or its htmx partial)."""
 
+from dataclasses import replace
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Subquery
+from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
@@ -11,6 +14,8 @@ from django.views.decorators.vary import vary_on_headers
 from comparisons import queries
 from comparisons.charts import mean_ci_chart
 from comparisons.diff import word_diff
+from comparisons.export import export_columns, export_lines
+from comparisons.export import render as render_export
 from comparisons.forms import ComparisonForm, CorrectionForm
 from comparisons.ids import parse_uuid
 from comparisons.models import Evaluation, EvaluationRun, Feedback
@@ -135,6 +140,29 @@ def comparison_stats_detail(request, name):
     if _is_fragment_request(request):
         template += "#results-stats"
     return render(request, template, context)
+
+
+@require_safe
+@login_required
+def comparison_export(request, name):
+    """The comparison as a CSV or JSONL download, streamed: the page's rows with its filters and sort."""
+    fmt = request.GET.get("format", "csv")
+    try:
+        if fmt not in ("csv", "jsonl"):
+            raise ComparisonError(f"Unknown format '{fmt[:20]}'; use csv or jsonl.")
+        context = _comparison_context(request, name)
+        comparison = context["comparison"]
+        if comparison is None:
+            raise ComparisonError(f"'{name}' has no runs yet.", status=404)
+        query = replace(context["row_query"], after=None)
+        query.validate(comparison)
+    except ComparisonError as error:
+        return _error(request, error)
+    chunks = render_export(export_columns(comparison), export_lines(comparison, query), fmt)
+    content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson; charset=utf-8"
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{name}-comparison.{fmt}"'
+    return response
 
 
 @require_safe
