@@ -1,0 +1,136 @@
+import csv
+import io
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from comparisons.ids import parse_uuid
+from comparisons.models import Datapoint, Evaluation, EvaluationRun, Evaluator, Feedback, Function, Inference
+from comparisons.queries import Cell, comparison_page, comparison_stats, resolve_comparison
+from comparisons.stats import wald_interval, wilson_interval
+from comparisons.tensorzero import import_tensorzero
+
+pytestmark = pytest.mark.django_db
+SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "tensorzero"
+RUN1, RUN2 = "019e8084-13c0-700a-8000-000006b60b56", "019e809f-8b00-7015-8000-00000e17e49b"
+NER_RUN = "019e80a8-b2c0-7037-8000-000024e93e59"
+
+
+def counts():
+    return [m.objects.count() for m in (Function, Evaluation, Evaluator, Datapoint, EvaluationRun, Inference, Feedback)]
+
+
+def test_import_counts_and_reports(tmp_path):
+    report = import_tensorzero(SAMPLE)
+    assert report.imported == {"functions": 2, "datasets": 2, "evaluations": 2, "datapoints": 9,
+                               "evaluation runs": 3, "inferences": 11, "evaluators": 4, "feedback": 23}
+    assert report.skipped == {
+        "inferences of TensorZero's own functions (e.g. LLM judges), not evaluated outputs": 1,
+        "inferences outside any evaluation run (no tensorzero::evaluation_run_id tag)": 1,
+        "inferences whose datapoint is not in the export": 1,
+        "feedback whose inference is not in the export": 1,
+        "feedback on metrics that are not evaluators (e.g. production feedback)": 1,
+    }
+    assert report.problems == ["chat_inference_examples.jsonl:3: not valid JSON: Invalid control character at "
+                               "(column 39)"]
+    assert {f.name: f.kind for f in Function.objects.all()} == {"answer_question": "chat", "extract_entities": "json"}
+    assert {(e.evaluation.name, e.name, e.value_type) for e in Evaluator.objects.all()} == {
+        ("qa_eval", "exact", "boolean"), ("qa_eval", "judge_score", "float"),
+        ("ner_eval", "exact_entities", "boolean"), ("ner_eval", "f1", "float")}
+
+
+def test_versions_ids_times_and_pins_are_preserved():
+    import_tensorzero(SAMPLE)
+    qa = Evaluation.objects.get(name="qa_eval")
+    edited_old = Datapoint.objects.get(name="qa-2", staled_at__isnull=False)
+    edited_new = Datapoint.objects.get(name="qa-2", staled_at__isnull=True)
+    assert edited_old.staled_at == edited_new.created_at  # edited at +20 minutes
+    deleted = Datapoint.objects.get(name="qa-3")
+    assert deleted.staled_at is not None
+    run1, run2 = EvaluationRun.objects.get(id=RUN1), EvaluationRun.objects.get(id=RUN2)
+    assert (run1.variant_name, run2.variant_name) == ("gpt-small", "gpt-large")
+    assert str(run1.started_at) == "2026-06-01 00:10:00+00:00"
+    assert all(i.variant_pinned for i in run1.inferences.all())
+    assert not any(i.variant_pinned for i in run2.inferences.all())
+    assert run1.inferences.get(datapoint=Datapoint.objects.get(name="qa-1")).latency_ms == 300
+    page = comparison_page(resolve_comparison(qa, [run1.id, run2.id]))
+    states = {(row.datapoint.name, row.datapoint.staled_at is None): [c.state for c in row.cells] for row in page.rows}
+    assert states[("qa-2", False)] == [Cell.OK, Cell.OUT_OF_WINDOW]
+    assert states[("qa-2", True)] == [Cell.OUT_OF_WINDOW, Cell.OK]
+    assert states[("qa-3", False)] == [Cell.OK, Cell.OUT_OF_WINDOW]
+    assert states[("qa-5", True)] == [Cell.MISSING, Cell.OK]
+
+
+def test_latest_feedback_wins_and_human_feedback_is_marked():
+    import_tensorzero(SAMPLE)
+    inference = Inference.objects.get(run_id=RUN2, datapoint__name="qa-5")
+    history = list(Feedback.objects.filter(inference=inference, metric="exact").order_by("id"))
+    assert [(f.value, f.source) for f in history] == [(0.0, "evaluator"), (1.0, "human")]
+    assert Feedback.objects.filter(inference=inference, metric="exact").winning().get() == history[-1]
+
+
+def test_numbers_match_tensorzero():
+    import_tensorzero(SAMPLE)
+    qa = resolve_comparison("qa_eval", [parse_uuid(RUN1), parse_uuid(RUN2)])
+    stats = {(s.run.run.variant_name, m.evaluator.name): s for m in comparison_stats(qa).metrics for s in m.per_run}
+    assert (stats["gpt-small", "exact"].n, stats["gpt-small", "exact"].mean) == (4, 0.5)
+    assert stats["gpt-small", "exact"].ci == wilson_interval(2, 4)
+    assert stats["gpt-small", "judge_score"].mean == pytest.approx(0.6)
+    assert (stats["gpt-large", "exact"].n, stats["gpt-large", "exact"].mean) == (4, 1.0)
+    assert stats["gpt-large", "judge_score"].mean == pytest.approx(0.85)
+    ner = resolve_comparison("ner_eval", [parse_uuid(NER_RUN)])
+    f1 = comparison_stats(ner).metrics[1].per_run[0]
+    values = [1.0, 0.667, 1.0]
+    expected = wald_interval(sum(values) / 3, (sum((v - sum(values) / 3) ** 2 for v in values) / 2) ** 0.5, 3)
+    assert f1.mean == pytest.approx(sum(values) / 3) and f1.ci.low == pytest.approx(expected.low, abs=1e-6)
+
+    out = StringIO()
+    call_command("export_comparison", "qa_eval", "--run-ids", f"{RUN1},{RUN2}", "--summary", stdout=out)
+    summary = {(r["variant"], r["metric"]): r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    assert float(summary["gpt-large", "exact"]["mean"]) == 1.0 and summary["gpt-large", "exact"]["n"] == "4"
+    judge = stats["gpt-small", "judge_score"]
+    assert float(summary["gpt-small", "judge_score"]["ci_low"]) == pytest.approx(judge.ci.low)
+
+
+def test_importing_twice_changes_nothing():
+    import_tensorzero(SAMPLE)
+    before = counts()
+    again = import_tensorzero(SAMPLE)
+    assert counts() == before and again.imported == {}
+
+
+def test_strict_aborts_with_nothing_imported():
+    with pytest.raises(CommandError, match="chat_inference_examples.jsonl:3") as error:
+        call_command("import_tensorzero", str(SAMPLE), "--strict", stdout=StringIO())
+    assert error.value.returncode == 1
+    assert counts() == [0] * 7
+
+
+def test_command_prints_what_it_did_and_refuses_bad_folders(tmp_path):
+    out = StringIO()
+    call_command("import_tensorzero", str(SAMPLE), stdout=out)
+    text = out.getvalue()
+    assert "imported 11 inferences" in text and "skipped 1: feedback whose inference is not in the export" in text
+    assert "malformed chat_inference_examples.jsonl:3" in text
+    with pytest.raises(CommandError, match="not a folder") as error:
+        call_command("import_tensorzero", str(tmp_path / "missing"), stdout=StringIO())
+    assert error.value.returncode == 2
+    with pytest.raises(CommandError, match="no TensorZero export files"):
+        call_command("import_tensorzero", str(tmp_path), stdout=StringIO())
+
+
+def test_a_later_export_stales_a_datapoint_deleted_since(tmp_path):
+    import_tensorzero(SAMPLE)
+    folder = tmp_path / "later"
+    shutil.copytree(SAMPLE, folder)
+    path = folder / "json_inference_datapoint_examples.jsonl"
+    lines = path.read_text().splitlines()
+    deleted = lines[0].replace('"is_deleted": false', '"is_deleted": true').replace(
+        '"updated_at": "2026-06-01 00:30:00.000000"', '"updated_at": "2026-07-01 00:00:00.000000"')
+    path.write_text("\n".join([*lines, deleted]) + "\n")
+    report = import_tensorzero(folder)
+    assert report.imported == {"datapoints staled since the last import": 1}
+    assert Datapoint.objects.filter(dataset__name="ner_set", staled_at__isnull=False).count() == 1
