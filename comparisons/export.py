@@ -12,8 +12,10 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
+from django.db import connection
+
 from comparisons.ids import uuid7_time
-from comparisons.queries import Cell, Comparison, RowQuery, comparison_page, comparison_stats, rows_queryset
+from comparisons.queries import Comparison, RowQuery, comparison_stats, rows_after, rows_queryset
 
 EXPORT_PAGE_SIZE = 500
 BASE_COLUMNS = [
@@ -42,48 +44,95 @@ def count_rows(comparison: Comparison, query: RowQuery) -> int:
     return rows_queryset(comparison, query).order_by().count()
 
 
+CELLS_SQL = """
+SELECT i.run_id::text, i.datapoint_id::text, i.id::text, i.variant_pinned, i.output, i.error, i.latency_ms,
+       i.input_tokens, i.output_tokens, i.cost, w.metric, w.value, w.source
+FROM comparisons_inference i
+LEFT JOIN LATERAL (
+    SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source
+    FROM comparisons_feedback f WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
+) w ON true
+WHERE i.run_id = ANY(%s::uuid[]) AND i.datapoint_id = ANY(%s::uuid[])
+"""
+
+
+def _page_cells(run_ids, datapoint_ids) -> dict:
+    """(run, datapoint) -> (inference fields, {metric: (value, source)}) for one page, in one query.
+
+    The winning feedback is the greatest id per (inference, metric), as on the page. Arrays travel as
+    single parameters, ids come back as text and rows stay tuples: an export touches millions of cells.
+    """
+    cells = {}
+    with connection.cursor() as cursor:
+        cursor.execute(CELLS_SQL, [list(run_ids), list(datapoint_ids)])
+        for run_id, datapoint_id, *inference, metric, value, source in cursor.fetchall():
+            cell = cells.get((run_id, datapoint_id))
+            if cell is None:
+                cell = cells[(run_id, datapoint_id)] = (inference, {})
+            if metric is not None:
+                cell[1][metric] = (value, source)
+    return cells
+
+
+def _compact(text):
+    """jsonb as PostgreSQL prints it, re-written compactly."""
+    return None if text is None else json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+
+
 def export_lines(comparison: Comparison, query: RowQuery | None = None, *, page_size: int = EXPORT_PAGE_SIZE,
                  on_page=None) -> Iterator[dict]:
     """Every (datapoint, run) line of the comparison as a dict keyed by `export_columns()`.
 
-    JSON values (input, reference, output) are compact JSON text. `on_page(n)` is called with the
-    number of datapoints after each page (for progress).
+    The rows are the page's own (`rows_queryset` and its keyset cursor: same window, filters and
+    sort), fetched `page_size` datapoints at a time so memory stays flat. JSON values (input,
+    reference, output) are compact JSON text. `on_page(n)` is called with each page's datapoint count.
     """
     query = replace(query or RowQuery(), page_size=page_size)
+    query.validate(comparison)
+    runs = comparison.runs
+    run_ids = [str(r.id) for r in runs]
+    run_meta = [(str(r.id), uuid7_time(r.id).isoformat(), r.run.variant_name) for r in runs]
     metrics = [e.name for e in comparison.evaluators]
+    window_fields = [f"in_window_{k}" for k in range(len(runs))]
+    base = rows_queryset(comparison, query)
+    after = query.after
     while True:
-        page = comparison_page(comparison, query)
-        for row in page.rows:
-            datapoint = row.datapoint
+        page_query = replace(query, after=after)
+        rows = list(rows_after(base, page_query).values_list(
+            "id", "name", "input", "reference_output", *window_fields)[:page_size + 1])
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        cells = _page_cells(run_ids, [row[0] for row in rows]) if rows else {}
+        for datapoint_uuid, name, input, reference, *in_window in rows:
+            datapoint_id = str(datapoint_uuid)
             common = {
-                "datapoint_id": str(datapoint.id), "datapoint_name": datapoint.name,
-                "datapoint_created_at": datapoint.created_at.isoformat(), "input": compact_json(datapoint.input),
-                "reference_output": compact_json(datapoint.reference_output),
+                "datapoint_id": datapoint_id, "datapoint_name": name,
+                "datapoint_created_at": uuid7_time(datapoint_uuid).isoformat(), "input": compact_json(input),
+                "reference_output": compact_json(reference),
             }
-            for cell in row.cells:
-                inference = cell.inference if cell.state != Cell.OUT_OF_WINDOW else None
-                line = {
-                    **common, "in_window": cell.state != Cell.OUT_OF_WINDOW, "run_id": str(cell.run.id),
-                    "run_time": uuid7_time(cell.run.id).isoformat(), "variant": cell.run.run.variant_name,
-                    "variant_pinned": inference.variant_pinned if inference else None,
-                    "inference_id": str(inference.id) if inference else None,
-                    "output": compact_json(inference.output) if inference else None,
-                    "error": inference.error if inference else None,
-                    "latency_ms": inference.latency_ms if inference else None,
-                    "input_tokens": inference.input_tokens if inference else None,
-                    "output_tokens": inference.output_tokens if inference else None,
-                    "cost": float(inference.cost) if inference and inference.cost is not None else None,
-                }
-                for name in metrics:
-                    score = cell.scores.get(name) if inference else None
-                    line[name] = score.value if score else None
-                    line[f"{name}__source"] = score.source if score else None
+            for k, run_id in enumerate(run_ids):
+                run_text, run_time, variant = run_meta[k]
+                cell = cells.get((run_id, datapoint_id)) if in_window[k] else None
+                line = dict(common, in_window=in_window[k], run_id=run_text, run_time=run_time, variant=variant)
+                if cell is None:
+                    line.update(variant_pinned=None, inference_id=None, output=None, error=None, latency_ms=None,
+                                input_tokens=None, output_tokens=None, cost=None)
+                    for name_ in metrics:
+                        line[name_] = line[f"{name_}__source"] = None
+                else:
+                    (inference_id, pinned, output, error, latency, tokens_in, tokens_out, cost), scores = cell
+                    line.update(variant_pinned=pinned, inference_id=inference_id, output=_compact(output),
+                                error=error, latency_ms=latency, input_tokens=tokens_in, output_tokens=tokens_out,
+                                cost=float(cost) if cost is not None else None)
+                    for name_ in metrics:
+                        value, source = scores.get(name_, (None, None))
+                        line[name_], line[f"{name_}__source"] = value, source
                 yield line
         if on_page is not None:
-            on_page(len(page.rows))
-        if page.next_after is None:
+            on_page(len(rows))
+        if not more:
             return
-        query = replace(query, after=page.next_after)
+        after = rows[-1][0]
 
 
 def summary_lines(comparison: Comparison) -> Iterator[dict]:
@@ -114,16 +163,10 @@ def csv_chunks(columns: list[str], lines: Iterable[dict]) -> Iterator[str]:
     """CSV text, a header then one row per line; None is an empty cell, booleans true/false."""
     writer = csv.writer(_Line(), lineterminator="\r\n")
     yield writer.writerow(columns)
+    # None is an empty cell, booleans are true/false (inlined: this runs for every cell of an export).
     for line in lines:
-        yield writer.writerow([_csv_value(line[c]) for c in columns])
-
-
-def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
+        yield writer.writerow(["" if v is None else ("true" if v else "false") if v is True or v is False else v
+                               for v in map(line.__getitem__, columns)])
 
 
 def jsonl_chunks(columns: list[str], lines: Iterable[dict]) -> Iterator[str]:

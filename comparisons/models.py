@@ -421,3 +421,36 @@ class Feedback(models.Model):
             )
         if evaluator.is_boolean and self.value not in (0, 1, 0.0, 1.0, True, False):
             raise ValidationError({"value": f"'{self.metric}' is boolean: the value must be 0 or 1."})
+
+
+class RunMetricSummary(models.Model):
+    """Running totals of each run's winning scores per metric, inside the run's window.
+
+    Maintained by database triggers (migration 0004) as feedback arrives, so statistics and run
+    headlines read one row instead of scanning every score: n, Σ value and Σ value² give the mean
+    and the sample standard deviation.
+    """
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="metric_summaries")
+    metric = models.CharField(max_length=200)
+    n = models.IntegerField(default=0)
+    total = models.FloatField(default=0)
+    total_sq = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "metric"], name="run_metric_summary_unique")]
+
+    def __str__(self):
+        return f"{self.metric} of {self.run_id}: n={self.n}"
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.n if self.n else None
+
+    @property
+    def stddev(self) -> float | None:
+        """Sample standard deviation from the running sums (clamped at 0 against rounding)."""
+        if self.n < 2:
+            return None
+        variance = (self.total_sq - self.total * self.total / self.n) / (self.n - 1)
+        return max(variance, 0.0) ** 0.5

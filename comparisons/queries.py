@@ -20,7 +20,6 @@ from operator import or_
 from django.db import connection
 from django.db.models import (
     Aggregate,
-    Avg,
     BooleanField,
     Count,
     Exists,
@@ -29,10 +28,8 @@ from django.db.models import (
     FloatField,
     OuterRef,
     Q,
-    StdDev,
     Subquery,
     Sum,
-    Value,
 )
 from django.db.models.functions import Coalesce, Greatest, Least
 
@@ -44,6 +41,7 @@ from comparisons.models import (
     Evaluator,
     Feedback,
     Inference,
+    RunMetricSummary,
     window_q,
 )
 from comparisons.stats import Interval, metric_interval, wald_interval
@@ -359,7 +357,7 @@ def rows_queryset(comparison: Comparison, query: RowQuery):
     return qs.order_by(direction, "-id")
 
 
-def _after_cursor(qs, query: RowQuery):
+def rows_after(qs, query: RowQuery):
     """Keep the rows after the cursor datapoint (keyset: no OFFSET, so deep pages cost as page 1)."""
     if query.after is None:
         return qs
@@ -382,7 +380,7 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
     continuing a Δ-sorted page (the cursor's Δ), whatever the page and run count.
     """
     query.validate(comparison)
-    qs = _after_cursor(rows_queryset(comparison, query), query)
+    qs = rows_after(rows_queryset(comparison, query), query)
     datapoints = list(qs[: query.page_size + 1])
     next_after = datapoints[query.page_size - 1].id if len(datapoints) > query.page_size else None
     datapoints = datapoints[: query.page_size]
@@ -391,8 +389,9 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
 
     inferences = {
         (inf.run_id, inf.datapoint_id): inf
+        # The input as sent and the tags can be large and no cell shows them.
         for inf in Inference.objects.filter(run_id__in=[r.id for r in comparison.runs],
-                                            datapoint_id__in=[d.id for d in datapoints])
+                                            datapoint_id__in=[d.id for d in datapoints]).defer("input", "tags")
     }
     scores = winning_scores(comparison, [inf.id for inf in inferences.values()])
     rows = []
@@ -499,7 +498,8 @@ def _runs_in_window(comparison: Comparison, prefix: str) -> Q:
 def comparison_stats(comparison: Comparison) -> ComparisonStats:
     """Per (run, metric) statistics over each run's whole window, coverage, and Δ vs the baseline.
 
-    Four aggregate queries whatever the number of runs and metrics.
+    Four queries whatever the number of runs and metrics: window sizes, inference counts, the
+    per-run running sums (RunMetricSummary), and the paired Δ against the baseline.
     """
     evaluation = comparison.evaluation
     window_counts = Datapoint.objects.for_dataset(evaluation.dataset_id, evaluation.function_id).aggregate(
@@ -517,12 +517,12 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
         counts = inference_counts.get(run.id, {"n": 0, "errors": 0, "pinned": 0})
         coverage[run.id] = Coverage(window_counts[f"w{i}"], counts["n"], counts["errors"], counts["pinned"])
 
-    scored = Feedback.objects.filter(_runs_in_window(comparison, "inference__")).winning()
+    # Per-run figures come from the trigger-maintained running sums: one row per (run, metric).
     per_run = {
-        (row["inference__run_id"], row["metric"]): row
-        for row in scored.values("inference__run_id", "metric").annotate(
-            n=Count("id"), mean=Avg("value"), sd=StdDev("value", sample=True))
+        (summary.run_id, summary.metric): {"n": summary.n, "mean": summary.mean, "sd": summary.stddev}
+        for summary in RunMetricSummary.objects.filter(run_id__in=[r.id for r in comparison.runs])
     }
+    scored = Feedback.objects.filter(_runs_in_window(comparison, "inference__")).winning()
     deltas = _paired_deltas(comparison, scored) if len(comparison.runs) > 1 else {}
 
     metrics = []
@@ -596,7 +596,8 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
 
     `q` matches the variant name, a tag key or value, or an id prefix. A full UUID finds that run
     first; when it belongs to another evaluation, that run is returned as `foreign` so the caller can say so.
-    Returns (options, foreign_run_or_None). Two queries (runs, their headline and pin flags).
+    Returns (options, foreign_run_or_None). Four small queries (runs, pin flags, headlines from the
+    running sums).
     """
     q = q.strip()
     runs = EvaluationRun.objects.for_evaluation(evaluation).recent()
@@ -619,19 +620,13 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
     headline = {}
     pinned = {}
     if runs:
-        agg = {"pinned": Exists(Inference.objects.filter(run_id=OuterRef("id"), variant_pinned=True))}
-        if first_metric is not None:
-            agg["mean"] = Subquery(
-                Feedback.objects.filter(inference__run_id=OuterRef("id"), metric=first_metric.name).winning()
-                .values("inference__run_id").annotate(m=Avg("value")).values("m")[:1],
-                output_field=FloatField(),
-            )
-        else:
-            agg["mean"] = Value(None, output_field=FloatField())
-        for row in EvaluationRun.objects.filter(id__in=[r.id for r in runs]).annotate(**agg).values(
-                "id", "mean", "pinned"):
-            headline[row["id"]] = row["mean"]
+        pinned_runs = Inference.objects.filter(run_id=OuterRef("id"), variant_pinned=True)
+        for row in EvaluationRun.objects.filter(id__in=[r.id for r in runs]).annotate(
+                pinned=Exists(pinned_runs)).values("id", "pinned"):
             pinned[row["id"]] = row["pinned"]
+        if first_metric is not None:
+            for summary in RunMetricSummary.objects.filter(run_id__in=[r.id for r in runs], metric=first_metric.name):
+                headline[summary.run_id] = summary.mean
     options = [
         RunOption(run, colours[run.id], (first_metric, headline.get(run.id)) if first_metric else None,
                   pinned.get(run.id, False), run.id in selected)

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Subquery
 from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
@@ -80,6 +81,20 @@ def _comparison_context(request, name):
             "latest_only": latest_only, "pinned": queries.run_pinned_flags(run_ids)}
 
 
+def _badges(comparison, pinned) -> dict:
+    """Each selected run's badge, rendered once per request rather than once per cell."""
+    return {run.id: render_to_string("comparisons/_badge.html",
+                                     {"run": run.run, "colour": run.colour, "pinned": pinned.get(run.id, False)})
+            for run in comparison.runs}
+
+
+def _columns(comparison, page) -> None:
+    """Give each cell its scores in evaluator order, so the template needs no lookups per metric."""
+    for row in page.rows:
+        for cell in row.cells:
+            cell.columns = [(evaluator, cell.scores.get(evaluator.name)) for evaluator in comparison.evaluators]
+
+
 def _chips(comparison, state, pinned):
     """One chip per selected run with the links that remove it or make it the baseline."""
     ids = [str(r.id) for r in comparison.runs]
@@ -104,7 +119,9 @@ def comparison_detail(request, name):
         comparison = context["comparison"]
         if comparison is not None:
             page = queries.comparison_page(comparison, context["row_query"])
-            context.update(page=page, chips=_chips(comparison, context["state"], context["pinned"]),
+            _columns(comparison, page)
+            context.update(page=page, badges=_badges(comparison, context["pinned"]),
+                           chips=_chips(comparison, context["state"], context["pinned"]),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES,
                            column_count=4 + len(comparison.evaluators))
             if context["latest_only"]:  # open the selector so the next run is one click away

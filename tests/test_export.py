@@ -1,6 +1,9 @@
 import csv
 import io
 import json
+import os
+import stat
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -134,6 +137,20 @@ def test_a_failed_export_leaves_no_file(setup, tmp_path, monkeypatch):
                      "--output", str(target), stderr=StringIO())
     assert target.read_text() == "previous export"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_exporting_to_a_pipe_writes_into_it_and_leaves_it_a_pipe(setup, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    call_command("export_comparison", "qa", "--run-ids", setup["comparison"].run_ids_param, "--output", str(fifo),
+                 stderr=StringIO())
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # not replaced by a regular file
+    assert received[0].startswith("datapoint_id,") and len(received[0].splitlines()) == 49
+    assert list(tmp_path.iterdir()) == [fifo]
 
 
 def test_download_links_stream_the_same_content(client_logged_in, setup):

@@ -64,12 +64,22 @@ class Command(BaseCommand):
         self.stderr.write(f"Wrote {output} ({fmt}).")
 
     def _write_atomically(self, path: Path, chunks, *, bom: bool):
-        """Write beside the target and rename at the end: a failure never leaves a partial file there."""
+        """Write beside the target and rename at the end: a failure never leaves a partial file there.
+
+        Only regular files are replaced that way; a device or pipe (e.g. /dev/null) is written as is —
+        renaming over it would replace the device itself.
+        """
+        encoding = "utf-8-sig" if bom else "utf-8"
+        if path.exists() and not path.is_file():
+            with path.open("w", encoding=encoding, newline="") as file:
+                for chunk in chunks:
+                    file.write(chunk)
+            return
         if not path.parent.exists():
             raise CommandError(f"The folder {path.parent} does not exist.", returncode=2)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         try:
-            with os.fdopen(handle, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as file:
+            with os.fdopen(handle, "w", encoding=encoding, newline="") as file:
                 for chunk in chunks:
                     file.write(chunk)
             os.replace(temporary, path)

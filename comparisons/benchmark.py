@@ -1,0 +1,464 @@
+"""`manage.py benchmark`: synthetic data at scale in its own database, and the timings that matter.
+
+The data is deterministic (seeded) and goes into a database of its own on the configured server
+(`evalcompare_bench_<scale>`), never the user's. It is loaded with COPY while the big tables have no
+secondary indexes, constraints or triggers; those are recreated afterwards and the tables ANALYZEd.
+"""
+
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+from tqdm import tqdm
+
+from comparisons.ids import uuid7_max
+from comparisons.queries import RowQuery, resolve_comparison, rows_queryset
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+EVALUATION = "bench_eval"
+RUNNER_EVALUATION = "bench_runner"
+METRICS = [("correct", "boolean", "max"), ("quality", "float", "max"), ("cost_score", "float", "min")]
+
+
+@dataclass(frozen=True)
+class Scale:
+    datapoints: int
+    runs: int
+    deep_page: int  # the page number measured as "deep" (1-based)
+    repeats: int
+    runner_items: int
+    runner_latency_s: float
+
+
+SCALES = {
+    "tiny": Scale(datapoints=400, runs=6, deep_page=3, repeats=3, runner_items=200, runner_latency_s=0.01),
+    "small": Scale(datapoints=10_000, runs=10, deep_page=50, repeats=7, runner_items=1000, runner_latency_s=0.05),
+    "default": Scale(datapoints=100_000, runs=20, deep_page=500, repeats=9, runner_items=1000,
+                     runner_latency_s=0.05),
+    "large": Scale(datapoints=1_000_000, runs=20, deep_page=5000, repeats=5, runner_items=1000,
+                   runner_latency_s=0.05),
+}
+BIG_TABLES = ["comparisons_datapoint", "comparisons_inference", "comparisons_feedback"]
+
+
+def _id(ms: int, sequence: int) -> str:
+    """A UUIDv7 as hex from a millisecond and a per-millisecond sequence (deterministic)."""
+    return "%032x" % ((ms << 80) | (0x7 << 76) | (0b10 << 62) | (sequence & ((1 << 62) - 1)))
+
+
+def _ms(when: datetime) -> int:
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The database
+
+
+def database_name(scale: str) -> str:
+    return f"evalcompare_bench_{scale}"
+
+
+def use_database(name: str, *, create: bool) -> bool:
+    """Point this process's default connection at database `name`; returns True if it was created."""
+    created = False
+    if create:
+        with connection._nodb_cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone() is None:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+                created = True
+    connection.close()
+    settings.DATABASES["default"]["NAME"] = name
+    connection.settings_dict["NAME"] = name
+    return created
+
+
+def drop_database(name: str, original: str) -> None:
+    use_database(original, create=False)
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the current default connection (for the export subprocess)."""
+    s = connection.settings_dict
+    return (f"postgresql://{quote(s['USER'] or 'postgres')}:{quote(s['PASSWORD'] or '')}@/{s['NAME']}"
+            f"?host={quote(s['HOST'] or 'localhost', safe='/')}&port={s['PORT'] or 5432}")
+
+
+def is_loaded(scale: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('comparisons_dataset') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return False
+        cursor.execute("SELECT description FROM comparisons_dataset WHERE name = 'bench_dataset'")
+        row = cursor.fetchone()
+        return row is not None and row[0] == f"complete:{scale}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _save_and_drop_indexes(cursor):
+    """Drop the big tables' secondary indexes, constraints (but primary keys) and triggers; return
+    the statements that bring them back."""
+    restore = []
+    for table in BIG_TABLES:
+        cursor.execute("""
+            SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+            WHERE conrelid = %s::regclass AND contype <> 'p'""", [table])
+        for name, definition in cursor.fetchall():
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+            restore.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        cursor.execute("""
+            SELECT i.indexname, i.indexdef FROM pg_indexes i
+            WHERE i.tablename = %s AND i.indexname NOT IN (
+                SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass)""", [table, table])
+        for name, definition in cursor.fetchall():
+            cursor.execute(f'DROP INDEX "{name}"')
+            restore.insert(0, definition)  # indexes before the constraints that may use them
+        cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        restore.append(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+    return restore
+
+
+def load(scale_name: str, *, seed: int = 20261122, progress: bool = True) -> dict:
+    """Generate and load the synthetic data into the current (fresh, migrated) database."""
+    from django.contrib.auth import get_user_model
+
+    from comparisons.bulk import copy_rows
+    from comparisons.models import (
+        Datapoint,
+        Dataset,
+        Evaluation,
+        EvaluationRun,
+        Evaluator,
+        Feedback,
+        Function,
+        Inference,
+    )
+
+    scale = SCALES[scale_name]
+    rng = random.Random(seed)
+    function = Function.objects.create(name="bench_function", kind="chat")
+    dataset = Dataset.objects.create(name="bench_dataset", description="loading")
+    evaluation = Evaluation.objects.create(name=EVALUATION, function=function, dataset=dataset)
+    for name, value_type, optimize in METRICS:
+        Evaluator.objects.create(evaluation=evaluation, name=name, kind="custom", value_type=value_type,
+                                 optimize=optimize)
+    get_user_model().objects.create_user("bench", password=uuid.uuid4().hex)
+
+    span = timedelta(days=100)
+    run_times = [T0 + timedelta(days=85) + timedelta(days=25) * k / max(scale.runs - 1, 1) for k in range(scale.runs)]
+    run_ids = [_id(_ms(t), 0) for t in run_times]
+    horizon = T0 + timedelta(days=112)
+
+    # Datapoint versions: (id_int_ms, id, staled_ms or None)
+    versions = []
+    for i in range(scale.datapoints):
+        created = T0 + span * i / scale.datapoints
+        ms = _ms(created)
+        roll = rng.random()
+        if roll < 0.07:  # edited once, at a spread time
+            edited = created + (horizon - created) * rng.random()
+            versions.append((ms, _id(ms, i + 1), _ms(edited), i))
+            versions.append((_ms(edited), _id(_ms(edited), scale.datapoints + i + 1), None, i))
+        elif roll < 0.10:  # deleted
+            versions.append((ms, _id(ms, i + 1), _ms(created + (horizon - created) * rng.random()), i))
+        else:
+            versions.append((ms, _id(ms, i + 1), None, i))
+
+    counts = {"datapoints": len(versions), "inferences": 0, "feedback": 0}
+    with connection.cursor() as cursor:
+        restore = _save_and_drop_indexes(cursor)
+    bar = tqdm(total=len(versions) * (scale.runs + 1), desc=f"loading {scale_name}", unit="row", file=sys.stderr,
+               disable=not progress, miniters=50_000)
+
+    def datapoint_rows():
+        for _created_ms, dp_id, staled_ms, i in versions:
+            bar.update(1)
+            yield (dp_id, dataset.id, function.id, f"dp-{i}", {"q": f"question {i}"}, f"answer {i}", {},
+                   datetime.fromtimestamp(staled_ms / 1000, UTC) if staled_ms else None)
+
+    copy_rows(Datapoint, ["id", "dataset_id", "function_id", "name", "input", "reference_output", "tags",
+                          "staled_at"], datapoint_rows())
+    for k, (run_id, run_time) in enumerate(zip(run_ids, run_times, strict=True)):
+        EvaluationRun.objects.create(id=run_id, evaluation=evaluation, variant_name=f"variant-{k:02d}",
+                                     status="completed", finished_at=run_time + timedelta(hours=1))
+    inference_rows, feedback_rows = [], []
+
+    def flush():
+        counts["inferences"] += copy_rows(Inference, ["id", "run_id", "datapoint_id", "output", "variant_name",
+                                                      "variant_pinned", "latency_ms", "error", "tags"], inference_rows)
+        counts["feedback"] += copy_rows(Feedback, ["id", "inference_id", "metric", "value", "source", "reason",
+                                                   "tags"], feedback_rows)
+        inference_rows.clear()
+        feedback_rows.clear()
+
+    sequence = 1
+    for k, (run_id, run_time) in enumerate(zip(run_ids, run_times, strict=True)):
+        run_ms = _ms(run_time)
+        skill = 0.55 + 0.4 * k / max(scale.runs - 1, 1)
+        for ms, dp_id, staled_ms, i in versions:
+            bar.update(1)
+            if ms > run_ms or (staled_ms is not None and staled_ms <= run_ms):
+                continue
+            roll = rng.random()
+            if roll < 0.02:
+                continue  # missing inference
+            sequence += 1
+            inference_id = _id(run_ms, sequence)
+            if roll < 0.03:
+                inference_rows.append((inference_id, run_id, dp_id, None, f"variant-{k:02d}", True, 800.0,
+                                       "TimeoutError: the model did not answer", {}))
+                continue
+            correct = 1.0 if rng.random() < skill else 0.0
+            inference_rows.append((inference_id, run_id, dp_id, f"answer {i}" if correct else "wrong",
+                                   f"variant-{k:02d}", True, 100 + rng.random() * 400, None, {}))
+            feedback_ms = run_ms + 60_000
+            for metric, value in (("correct", correct), ("quality", round(rng.random() * skill, 3)),
+                                  ("cost_score", round(rng.random(), 3))):
+                sequence += 1
+                feedback_rows.append((_id(feedback_ms, sequence), inference_id, metric, value, "evaluator", "", {}))
+            if rng.random() < 0.01:  # a human correction, later
+                sequence += 1
+                feedback_rows.append((_id(feedback_ms + 86_400_000, sequence), inference_id, "correct",
+                                      1.0 - correct, "human", "corrected", {}))
+            if len(feedback_rows) >= 200_000:
+                flush()
+    flush()
+    bar.close()
+
+    _load_runner_datapoints(scale, Function, Dataset, Evaluation, Evaluator, Datapoint, copy_rows)
+    if progress:
+        print("building indexes and constraints, run summaries, then ANALYZE …", file=sys.stderr)
+    with connection.cursor() as cursor:
+        for statement in restore:
+            cursor.execute(statement)
+        # The summary triggers were off during COPY: build the running sums in one pass.
+        cursor.execute("SELECT comparisons_refresh_all_run_summaries()")
+        cursor.execute("ANALYZE")
+    dataset.description = f"complete:{scale_name}"
+    dataset.save(update_fields=["description"])
+    return counts
+
+
+def _load_runner_datapoints(scale, Function, Dataset, Evaluation, Evaluator, Datapoint, copy_rows):
+    function = Function.objects.create(name="bench_runner_function", kind="chat")
+    dataset = Dataset.objects.create(name="bench_runner_dataset")
+    evaluation = Evaluation.objects.create(name=RUNNER_EVALUATION, function=function, dataset=dataset)
+    Evaluator.objects.create(evaluation=evaluation, name="exact", kind="exact_match", value_type="boolean")
+    base = _ms(T0)
+    copy_rows(Datapoint, ["id", "dataset_id", "function_id", "name", "input", "reference_output", "tags"],
+              ((_id(base + i, 10**12 + i), dataset.id, function.id, "", {"q": i}, f"a{i}", {})
+               for i in range(scale.runner_items)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def _time(fn, repeats: int) -> dict:
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    p95 = samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
+    return {"median": statistics.median(samples), "p95": p95}
+
+
+FLOOR_SQL = """
+WITH page AS (
+    SELECT d.id, d.name, d.input, d.reference_output, d.staled_at
+    FROM comparisons_datapoint d
+    WHERE d.dataset_id = %(dataset)s AND d.function_id = %(function)s AND ({windows})
+    ORDER BY d.id DESC
+    LIMIT 101
+)
+SELECT p.id, p.name, p.input, p.reference_output, i.run_id, i.id, i.output, i.error, i.latency_ms,
+       f.metric, f.value, f.source
+FROM page p
+LEFT JOIN comparisons_inference i ON i.datapoint_id = p.id AND i.run_id = ANY(%(runs)s)
+LEFT JOIN LATERAL (
+    SELECT DISTINCT ON (fb.metric) fb.metric, fb.value, fb.source
+    FROM comparisons_feedback fb WHERE fb.inference_id = i.id
+    ORDER BY fb.metric, fb.id DESC
+) f ON true
+ORDER BY p.id DESC
+"""
+
+
+def floor_query(comparison):
+    """The best single hand-written SQL for page 1's rows and cells, and its parameters."""
+    windows, params = [], {"dataset": comparison.evaluation.dataset_id, "function": comparison.evaluation.function_id,
+                           "runs": [r.id for r in comparison.runs]}
+    for k, run in enumerate(comparison.runs):
+        windows.append(f"(d.id <= %(bound{k})s AND (d.staled_at IS NULL OR d.staled_at > %(time{k})s))")
+        params[f"bound{k}"], params[f"time{k}"] = uuid7_max(run.time), run.time
+    return FLOOR_SQL.format(windows=" OR ".join(windows)), params
+
+
+def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True) -> dict:
+    """Every figure of the benchmark, in milliseconds unless named otherwise."""
+    import psutil
+    from django.test import Client
+
+    from comparisons.models import Evaluation, EvaluationRun, Feedback, Inference
+
+    scale = SCALES[scale_name]
+    if "testserver" not in settings.ALLOWED_HOSTS:
+        settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    client = Client()
+    from django.contrib.auth import get_user_model
+
+    client.force_login(get_user_model().objects.get(username="bench"))
+    evaluation = Evaluation.objects.get(name=EVALUATION)
+    all_runs = list(EvaluationRun.objects.filter(evaluation=evaluation).order_by("id").values_list("id", flat=True))
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "load-more"}
+    url = f"/evaluations/{EVALUATION}/"
+
+    def log(text):
+        if progress:
+            print(text, file=sys.stderr)
+
+    def get(path, params, headers=htmx):
+        response = client.get(path, params, **headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path} {params} answered {response.status_code}: {response.content[:300]!r}")
+        return response
+
+    results = {"scale": scale_name, "datapoints": 0, "inferences": Inference.objects.count(),
+               "feedback": Feedback.objects.count()}
+    results["datapoints"] = evaluation.datapoints().count()
+    per_runs = {}
+    for count in runs_compared:
+        run_ids = all_runs[-count:]
+        ids = ",".join(str(r) for r in run_ids)
+        comparison = resolve_comparison(evaluation, run_ids)
+        log(f"measuring {count} runs …")
+        figures = {}
+        figures["rows_page1"] = _time(lambda ids=ids: get(url, {"run_ids": ids}), scale.repeats)
+        cursor_index = (scale.deep_page - 1) * 100 - 1
+        deep_after = rows_queryset(comparison, RowQuery()).values_list("id", flat=True)[cursor_index:cursor_index + 1]
+        deep_after = str(deep_after[0])
+        figures["rows_deep"] = _time(lambda ids=ids, after=deep_after: get(url, {"run_ids": ids, "after": after}),
+                                     scale.repeats)
+        figures["stats"] = _time(lambda ids=ids: get(f"/evaluations/{EVALUATION}/stats/", {"run_ids": ids},
+                                                     {"HTTP_HX_REQUEST": "true"}), scale.repeats)
+        figures["filtered"] = _time(lambda ids=ids: get(url, {"run_ids": ids, "filter": "regressed"}), scale.repeats)
+        figures["sorted"] = _time(lambda ids=ids: get(url, {"run_ids": ids, "sort": "regressed_first",
+                                                             "metric": "quality"}), scale.repeats)
+        sql, params = floor_query(comparison)
+
+        def floor(sql=sql, params=params):
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                cursor.fetchall()
+
+        figures["floor"] = _time(floor, scale.repeats)
+        per_runs[count] = figures
+    results["search_ms"] = _time(lambda: get(f"/evaluations/{EVALUATION}/runs/", {"q": "variant-1"},
+                                             {"HTTP_HX_REQUEST": "true"}), scale.repeats)["median"]
+
+    main = max(runs_compared) if 5 not in runs_compared else 5
+    figures = per_runs[main]
+    for key in ("rows_page1", "rows_deep", "stats", "filtered", "sorted", "floor"):
+        results[f"{key}_ms"] = figures[key]["median"]
+        results[f"{key}_p95_ms"] = figures[key]["p95"]
+    results["rows_to_floor_ratio"] = results["rows_page1_ms"] / results["floor_ms"]
+    results["deep_to_page1_ratio"] = results["rows_deep_ms"] / results["rows_page1_ms"]
+    results["runs_compared"] = main
+    results["by_runs_compared"] = {str(k): {f"{n}_ms": v["median"] for n, v in f.items()} for k, f in per_runs.items()}
+
+    log("measuring the export …")
+    ids = ",".join(str(r) for r in all_runs[-main:])
+    command = [sys.executable, "manage.py", "export_comparison", EVALUATION, "--run-ids", ids, "--output", "-"]
+    env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "1"}
+    started = time.perf_counter()
+    process = psutil.Popen(command, env=env, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"export failed: {process.stderr.read().decode()[-500:]}")
+    export_lines = main * rows_queryset(resolve_comparison(evaluation, all_runs[-main:]), RowQuery()).order_by().count()
+    results["export_rows"] = export_lines
+    results["export_s"] = elapsed
+    results["export_rows_per_s"] = export_lines / elapsed
+    results["export_peak_rss_mb"] = peak / 2**20
+
+    log("measuring the runner …")
+    results.update(measure_runner(scale))
+    return results
+
+
+def measure_runner(scale: Scale) -> dict:
+    """An async task that sleeps `runner_latency_s` over `runner_items` datapoints at concurrency 50."""
+    from comparisons.models import EvaluationRun
+    from comparisons.runner import evaluate
+
+    latency = scale.runner_latency_s
+
+    async def task(input):
+        await asyncio.sleep(latency)
+        return f"a{input['q']}"
+
+    ideal = scale.runner_items * latency / 50
+    samples = []
+    for k in range(3):
+        started = time.perf_counter()
+        result = evaluate(RUNNER_EVALUATION, f"bench-{k}", task, concurrency=50, progress=False)
+        samples.append(time.perf_counter() - started)
+        if len(result.items) != scale.runner_items or result.errors:
+            raise RuntimeError("the runner benchmark did not complete every item")
+    EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION).delete()
+    actual = statistics.median(samples)
+    return {"runner_ideal_s": ideal, "runner_actual_s": actual, "runner_overhead_ratio": actual / ideal}
+
+
+JSON_KEYS = ["scale", "datapoints", "inferences", "feedback", "rows_page1_ms", "rows_deep_ms", "floor_ms",
+             "rows_to_floor_ratio", "deep_to_page1_ratio", "stats_ms", "search_ms", "filtered_ms", "sorted_ms",
+             "export_rows_per_s", "export_peak_rss_mb", "runner_ideal_s", "runner_actual_s", "runner_overhead_ratio"]
+TARGETS = {"rows_to_floor_ratio": ("≤", 2), "deep_to_page1_ratio": ("≤", 1.2), "stats_ms": ("≤", 300),
+           "search_ms": ("≤", 50), "filtered_ms": ("≤", 500), "sorted_ms": ("≤", 500),
+           "export_rows_per_s": ("≥", 50_000), "export_peak_rss_mb": ("≤", 150), "runner_overhead_ratio": ("≤", 1.10)}
+
+
+def format_table(results: dict) -> str:
+    lines = [f"evalcompare benchmark · scale {results['scale']} · {results['datapoints']:,} datapoint versions, "
+             f"{results['inferences']:,} inferences, {results['feedback']:,} feedback rows · "
+             f"{results['runs_compared']} runs compared", ""]
+    lines.append(f"{'figure':<24}{'median':>12}{'p95':>12}   target (at default scale)")
+    for key in JSON_KEYS[4:]:
+        value = results[key]
+        p95 = results.get(key.replace("_ms", "_p95_ms")) if key.endswith("_ms") else None
+        target = TARGETS.get(key)
+        verdict = ""
+        if target:
+            ok = value <= target[1] if target[0] == "≤" else value >= target[1]
+            verdict = f"{target[0]} {target[1]:,}  {'ok' if ok else 'MISSED'}"
+        shown = f"{value:,.1f}" if value >= 10 else f"{value:.3f}"
+        lines.append(f"{key:<24}{shown:>12}{(f'{p95:,.1f}' if p95 is not None else ''):>12}   {verdict}")
+    for count, figures in results["by_runs_compared"].items():
+        lines.append(f"  {count} runs: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
+    return "\n".join(lines)

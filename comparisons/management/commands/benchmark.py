@@ -1,0 +1,62 @@
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from comparisons import benchmark
+
+
+class Command(BaseCommand):
+    help = ("Load deterministic synthetic data into a database of its own and measure the comparison page, "
+            "statistics, search, filters, sort, export and runner. Never touches your data.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--scale", choices=list(benchmark.SCALES), default="default")
+        parser.add_argument("--runs-compared", default="2,5", help="comma-separated run counts (default 2,5)")
+        parser.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+        parser.add_argument("--keep", action="store_true",
+                            help="keep the benchmark database (a later run with the same scale reuses it)")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **options):
+        scale = options["scale"]
+        try:
+            runs_compared = sorted({int(n) for n in options["runs_compared"].split(",") if n.strip()})
+        except ValueError as error:
+            raise CommandError("--runs-compared takes run counts like 2,5.", returncode=2) from error
+        available = benchmark.SCALES[scale].runs
+        if not runs_compared or min(runs_compared) < 1 or max(runs_compared) > min(available, 10):
+            raise CommandError(f"--runs-compared must be between 1 and {min(available, 10)} at scale {scale}.",
+                               returncode=2)
+        progress = not options["no_progress"]
+        original = settings.DATABASES["default"]["NAME"]
+        name = benchmark.database_name(scale)
+        benchmark.use_database(name, create=True)
+        try:
+            if not benchmark.is_loaded(scale):
+                if progress:
+                    self.stderr.write(f"Creating {name} and loading the {scale} data set …")
+                benchmark.use_database(original, create=False)
+                benchmark.drop_database(name, original)
+                benchmark.use_database(name, create=True)
+                call_command("migrate", verbosity=0)
+                counts = benchmark.load(scale, progress=progress)
+                if progress:
+                    self.stderr.write(f"Loaded {counts['datapoints']:,} datapoint versions, "
+                                      f"{counts['inferences']:,} inferences, {counts['feedback']:,} feedback rows.")
+            else:
+                if progress:
+                    self.stderr.write(f"Reusing {name} (kept by an earlier --keep run).")
+                call_command("migrate", verbosity=0)
+            results = benchmark.measure(scale, runs_compared, progress=progress)
+        finally:
+            if options["keep"]:
+                benchmark.use_database(original, create=False)
+            else:
+                benchmark.drop_database(name, original)
+        self.stdout.write(benchmark.format_table(results))
+        if options["json_path"]:
+            Path(options["json_path"]).write_text(json.dumps(results, indent=2) + "\n")
+            self.stderr.write(f"Wrote {options['json_path']}.")

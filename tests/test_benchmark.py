@@ -1,0 +1,96 @@
+"""`benchmark --scale tiny` runs in the suite: every key present and sane, data valid. No time is asserted."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from comparisons import benchmark
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tiny_benchmark_produces_every_key(tmp_path):
+    target = tmp_path / "bench.json"
+    original = connection.settings_dict["NAME"]
+    out = StringIO()
+    call_command("benchmark", "--scale", "tiny", "--json", str(target), "--no-progress", "--keep", stdout=out,
+                 stderr=StringIO())
+    try:
+        results = json.loads(target.read_text())
+        assert connection.settings_dict["NAME"] == original  # switched back to the test database
+        for key in benchmark.JSON_KEYS:
+            assert key in results, key
+        assert results["scale"] == "tiny"
+        assert results["datapoints"] > benchmark.SCALES["tiny"].datapoints  # edits add versions
+        assert results["inferences"] > 1000 and results["feedback"] > 3 * 0.9 * results["inferences"] * 0.95
+        for key in benchmark.JSON_KEYS[4:]:
+            assert results[key] > 0, key
+        assert results["rows_to_floor_ratio"] == pytest.approx(results["rows_page1_ms"] / results["floor_ms"])
+        assert results["deep_to_page1_ratio"] == pytest.approx(results["rows_deep_ms"] / results["rows_page1_ms"])
+        assert results["runner_overhead_ratio"] == pytest.approx(results["runner_actual_s"] / results["runner_ideal_s"])
+        assert results["export_rows"] == results["runs_compared"] * _rows_shown(results["runs_compared"])
+        assert "rows_page1_ms" in out.getvalue() and "target" in out.getvalue()
+        _assert_generated_data_is_valid()
+    finally:
+        benchmark.drop_database(benchmark.database_name("tiny"), original)
+
+
+def _rows_shown(runs_compared):
+    """How many datapoints the comparison of the latest `runs_compared` runs shows."""
+    original = connection.settings_dict["NAME"]
+    benchmark.use_database(benchmark.database_name("tiny"), create=False)
+    try:
+        from comparisons.models import EvaluationRun
+        from comparisons.queries import RowQuery, resolve_comparison, rows_queryset
+
+        runs = list(EvaluationRun.objects.filter(evaluation__name=benchmark.EVALUATION).order_by("id")
+                    .values_list("id", flat=True))[-runs_compared:]
+        return rows_queryset(resolve_comparison(benchmark.EVALUATION, runs), RowQuery()).count()
+    finally:
+        benchmark.use_database(original, create=False)
+
+
+def _assert_generated_data_is_valid():
+    """The generated data obeys the model's constraints (the triggers were off while it loaded)."""
+    original = connection.settings_dict["NAME"]
+    benchmark.use_database(benchmark.database_name("tiny"), create=False)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("""
+                SELECT count(*) FROM comparisons_inference i
+                JOIN comparisons_evaluationrun r ON r.id = i.run_id
+                JOIN comparisons_evaluation e ON e.id = r.evaluation_id
+                JOIN comparisons_datapoint d ON d.id = i.datapoint_id
+                WHERE d.dataset_id <> e.dataset_id OR d.function_id <> e.function_id""")
+            assert cursor.fetchone()[0] == 0
+            cursor.execute("""
+                SELECT count(*) FROM comparisons_feedback f
+                JOIN comparisons_inference i ON i.id = f.inference_id
+                JOIN comparisons_evaluationrun r ON r.id = i.run_id
+                LEFT JOIN comparisons_evaluator ev ON ev.evaluation_id = r.evaluation_id AND ev.name = f.metric
+                WHERE ev.id IS NULL OR (ev.value_type = 'boolean' AND f.value NOT IN (0, 1))""")
+            assert cursor.fetchone()[0] == 0
+            cursor.execute("""SELECT count(*) FROM (SELECT run_id, datapoint_id FROM comparisons_inference
+                              GROUP BY 1, 2 HAVING count(*) > 1) t""")
+            assert cursor.fetchone()[0] == 0
+            # Each inference's datapoint was in its run's window (time ≤ run time, not staled by then).
+            run_time = "to_timestamp(('x' || left(replace(i.run_id::text, '-', ''), 12))::bit(48)::bigint / 1000.0)"
+            created = "('x' || left(replace(d.id::text, '-', ''), 12))::bit(48)::bigint"
+            run_ms = "('x' || left(replace(i.run_id::text, '-', ''), 12))::bit(48)::bigint"
+            cursor.execute(f"""
+                SELECT count(*) FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id
+                WHERE {created} > {run_ms} OR d.staled_at <= {run_time}""")
+            assert cursor.fetchone()[0] == 0
+            cursor.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'comparisons_%' AND tgenabled = 'D'")
+            assert cursor.fetchone()[0] == 0  # triggers are back on after the load
+    finally:
+        benchmark.use_database(original, create=False)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(CommandError, match="--runs-compared"):
+        call_command("benchmark", "--scale", "tiny", "--runs-compared", "0", stdout=StringIO())
+    with pytest.raises(CommandError, match="--runs-compared takes"):
+        call_command("benchmark", "--scale", "tiny", "--runs-compared", "two", stdout=StringIO())
