@@ -21,8 +21,8 @@ from django.conf import settings
 from django.db import connection
 from tqdm import tqdm
 
-from comparisons.ids import uuid7_max
-from comparisons.queries import RowQuery, resolve_comparison, rows_queryset
+from comparisons.ids import parse_uuid, uuid7_max
+from comparisons.queries import RowQuery, comparison_page, resolve_comparison, rows_queryset
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EVALUATION = "bench_eval"
@@ -357,6 +357,10 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
         deep_after = str(deep_after[0])
         figures["rows_deep"] = _time(lambda ids=ids, after=deep_after: get(url, {"run_ids": ids, "after": after}),
                                      scale.repeats)
+        # The queries alone (no HTTP, no templates): keyset paging should make these equal.
+        figures["query_page1"] = _time(lambda c=comparison: comparison_page(c, RowQuery()), scale.repeats)
+        deep_query = RowQuery(after=parse_uuid(deep_after))
+        figures["query_deep"] = _time(lambda c=comparison, q=deep_query: comparison_page(c, q), scale.repeats)
         figures["stats"] = _time(lambda ids=ids: get(f"/evaluations/{EVALUATION}/stats/", {"run_ids": ids},
                                                      {"HTTP_HX_REQUEST": "true"}), scale.repeats)
         figures["filtered"] = _time(lambda ids=ids: get(url, {"run_ids": ids, "filter": "regressed"}), scale.repeats)
@@ -376,7 +380,7 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
 
     main = max(runs_compared) if 5 not in runs_compared else 5
     figures = per_runs[main]
-    for key in ("rows_page1", "rows_deep", "stats", "filtered", "sorted", "floor"):
+    for key in ("rows_page1", "rows_deep", "query_page1", "query_deep", "stats", "filtered", "sorted", "floor"):
         results[f"{key}_ms"] = figures[key]["median"]
         results[f"{key}_p95_ms"] = figures[key]["p95"]
     results["rows_to_floor_ratio"] = results["rows_page1_ms"] / results["floor_ms"]
@@ -437,7 +441,8 @@ def measure_runner(scale: Scale) -> dict:
 
 
 JSON_KEYS = ["scale", "datapoints", "inferences", "feedback", "rows_page1_ms", "rows_deep_ms", "floor_ms",
-             "rows_to_floor_ratio", "deep_to_page1_ratio", "stats_ms", "search_ms", "filtered_ms", "sorted_ms",
+             "rows_to_floor_ratio", "deep_to_page1_ratio", "query_page1_ms", "query_deep_ms", "stats_ms", "search_ms",
+             "filtered_ms", "sorted_ms",
              "export_rows_per_s", "export_peak_rss_mb", "runner_ideal_s", "runner_actual_s", "runner_overhead_ratio"]
 TARGETS = {"rows_to_floor_ratio": ("≤", 2), "deep_to_page1_ratio": ("≤", 1.2), "stats_ms": ("≤", 300),
            "search_ms": ("≤", 50), "filtered_ms": ("≤", 500), "sorted_ms": ("≤", 500),
