@@ -1,6 +1,6 @@
 import pytest
 
-from tests.factories import UserFactory
+from tests.factories import EvaluationFactory, EvaluatorFactory, UserFactory
 
 
 @pytest.fixture
@@ -23,3 +23,12 @@ def client_logged_in(client, user):
 def admin_client_logged_in(client, staff_user):
     client.force_login(staff_user)
     return client
+
+
+@pytest.fixture
+def evaluation(db):
+    """Evaluation "qa" with a boolean metric `correct` and a float metric `similarity`."""
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float")
+    return evaluation

@@ -8,7 +8,6 @@ from comparisons.ids import uuid7
 from comparisons.models import Datapoint, DatapointStaledError, Evaluator, Feedback, Inference
 from tests.factories import (
     DatapointFactory,
-    EvaluationFactory,
     EvaluatorFactory,
     FeedbackFactory,
     InferenceFactory,
@@ -17,14 +16,6 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def evaluation():
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="correct")
-    EvaluatorFactory(evaluation=evaluation, name="similarity", value_type=Evaluator.ValueType.FLOAT)
-    return evaluation
 
 
 def test_one_inference_per_run_and_datapoint(evaluation):

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from comparisons.ids import uuid7
-from comparisons.models import Evaluator, Feedback
+from comparisons.models import Feedback
 from comparisons.queries import (
     MAX_RUNS,
     Cell,
@@ -32,14 +32,6 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def evaluation():
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="correct")
-    EvaluatorFactory(evaluation=evaluation, name="similarity", value_type=Evaluator.ValueType.FLOAT)
-    return evaluation
 
 
 def run_at(evaluation, minutes, **kwargs):
