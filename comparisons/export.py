@@ -79,9 +79,9 @@ def _compact(text):
     return None if text is None else json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
 
 
-def export_lines(comparison: Comparison, query: RowQuery | None = None, *, page_size: int = EXPORT_PAGE_SIZE,
-                 on_page=None) -> Iterator[dict]:
-    """Every (datapoint, run) line of the comparison as a dict keyed by `export_columns()`.
+def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_size: int = EXPORT_PAGE_SIZE,
+                on_page=None) -> Iterator[list]:
+    """Every (datapoint, run) line of the comparison as a list in `export_columns()` order.
 
     The rows are the page's own (`rows_queryset` and its keyset cursor: same window, filters and
     sort), fetched `page_size` datapoints at a time so memory stays flat. JSON values (input,
@@ -91,48 +91,46 @@ def export_lines(comparison: Comparison, query: RowQuery | None = None, *, page_
     query.validate(comparison)
     runs = comparison.runs
     run_ids = [str(r.id) for r in runs]
-    run_meta = [(str(r.id), uuid7_time(r.id).isoformat(), r.run.variant_name) for r in runs]
+    run_meta = [[str(r.id), uuid7_time(r.id).isoformat(), r.run.variant_name] for r in runs]
     metrics = [e.name for e in comparison.evaluators]
+    no_inference = [None] * (8 + 2 * len(metrics))
     window_fields = [f"in_window_{k}" for k in range(len(runs))]
     base = rows_queryset(comparison, query)
     after = query.after
     while True:
-        page_query = replace(query, after=after)
-        rows = list(rows_after(base, page_query).values_list(
+        rows = list(rows_after(base, replace(query, after=after)).values_list(
             "id", "name", "input", "reference_output", *window_fields)[:page_size + 1])
         more = len(rows) > page_size
         rows = rows[:page_size]
         cells = _page_cells(run_ids, [row[0] for row in rows]) if rows else {}
         for datapoint_uuid, name, input, reference, *in_window in rows:
             datapoint_id = str(datapoint_uuid)
-            common = {
-                "datapoint_id": datapoint_id, "datapoint_name": name,
-                "datapoint_created_at": uuid7_time(datapoint_uuid).isoformat(), "input": compact_json(input),
-                "reference_output": compact_json(reference),
-            }
+            created = uuid7_time(datapoint_uuid).isoformat()
+            input_json, reference_json = compact_json(input), compact_json(reference)
             for k, run_id in enumerate(run_ids):
-                run_text, run_time, variant = run_meta[k]
+                head = [datapoint_id, name, created, in_window[k], input_json, reference_json, *run_meta[k]]
                 cell = cells.get((run_id, datapoint_id)) if in_window[k] else None
-                line = dict(common, in_window=in_window[k], run_id=run_text, run_time=run_time, variant=variant)
                 if cell is None:
-                    line.update(variant_pinned=None, inference_id=None, output=None, error=None, latency_ms=None,
-                                input_tokens=None, output_tokens=None, cost=None)
-                    for name_ in metrics:
-                        line[name_] = line[f"{name_}__source"] = None
-                else:
-                    (inference_id, pinned, output, error, latency, tokens_in, tokens_out, cost), scores = cell
-                    line.update(variant_pinned=pinned, inference_id=inference_id, output=_compact(output),
-                                error=error, latency_ms=latency, input_tokens=tokens_in, output_tokens=tokens_out,
-                                cost=float(cost) if cost is not None else None)
-                    for name_ in metrics:
-                        value, source = scores.get(name_, (None, None))
-                        line[name_], line[f"{name_}__source"] = value, source
-                yield line
+                    yield head + no_inference
+                    continue
+                (inference_id, pinned, output, error, latency, tokens_in, tokens_out, cost), scores = cell
+                head += [pinned, inference_id, _compact(output), error, latency, tokens_in, tokens_out,
+                         float(cost) if cost is not None else None]
+                for metric in metrics:
+                    head += scores.get(metric, (None, None))
+                yield head
         if on_page is not None:
             on_page(len(rows))
         if not more:
             return
         after = rows[-1][0]
+
+
+def export_lines(comparison: Comparison, query: RowQuery | None = None, **options) -> Iterator[dict]:
+    """`export_rows` as dicts keyed by `export_columns()`."""
+    columns = export_columns(comparison)
+    for row in export_rows(comparison, query, **options):
+        yield dict(zip(columns, row, strict=True))
 
 
 def summary_lines(comparison: Comparison) -> Iterator[dict]:
@@ -152,31 +150,58 @@ def summary_lines(comparison: Comparison) -> Iterator[dict]:
             }
 
 
-class _Line:
-    """A file-like object whose write() returns what was written (for csv.writer → text chunks)."""
+class _Buffer:
+    """A write-only buffer for csv.writer whose contents are taken a chunk at a time."""
+
+    def __init__(self):
+        self.parts = []
 
     def write(self, text):
+        self.parts.append(text)
+
+    def take(self) -> str:
+        text, self.parts = "".join(self.parts), []
         return text
 
 
-def csv_chunks(columns: list[str], lines: Iterable[dict]) -> Iterator[str]:
-    """CSV text, a header then one row per line; None is an empty cell, booleans true/false."""
-    writer = csv.writer(_Line(), lineterminator="\r\n")
-    yield writer.writerow(columns)
-    # None is an empty cell, booleans are true/false (inlined: this runs for every cell of an export).
-    for line in lines:
-        yield writer.writerow(["" if v is None else ("true" if v else "false") if v is True or v is False else v
-                               for v in map(line.__getitem__, columns)])
+BOOLEAN_COLUMNS = {"in_window", "variant_pinned"}
+CHUNK_ROWS = 1000
 
 
-def jsonl_chunks(columns: list[str], lines: Iterable[dict]) -> Iterator[str]:
+def csv_chunks(columns: list[str], rows: Iterable[list]) -> Iterator[str]:
+    """CSV text, a header then one line per row; None is an empty cell, booleans true/false."""
+    buffer = _Buffer()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    flags = [i for i, column in enumerate(columns) if column in BOOLEAN_COLUMNS]
+    pending = 0
+    for row in rows:
+        for i in flags:
+            if row[i] is not None:
+                row[i] = "true" if row[i] else "false"
+        writer.writerow(row)
+        pending += 1
+        if pending == CHUNK_ROWS:
+            yield buffer.take()
+            pending = 0
+    yield buffer.take()
+
+
+def jsonl_chunks(columns: list[str], rows: Iterable[list]) -> Iterator[str]:
     """One compact JSON object per line, keys in column order."""
-    for line in lines:
-        yield json.dumps({c: line[c] for c in columns}, ensure_ascii=False, separators=(",", ":")) + "\n"
+    for row in rows:
+        yield json.dumps(dict(zip(columns, row, strict=True)), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def render(columns, lines, fmt: str) -> Iterator[str]:
-    return csv_chunks(columns, lines) if fmt == "csv" else jsonl_chunks(columns, lines)
+def render(columns, rows, fmt: str) -> Iterator[str]:
+    """CSV or JSONL text of `rows` (lists in `columns` order)."""
+    return csv_chunks(columns, rows) if fmt == "csv" else jsonl_chunks(columns, rows)
+
+
+def summary_rows(comparison: Comparison) -> Iterator[list]:
+    """`summary_lines` as lists in SUMMARY_COLUMNS order."""
+    for line in summary_lines(comparison):
+        yield [line[c] for c in SUMMARY_COLUMNS]
 
 
 def read_csv(text: str) -> list[dict]:

@@ -126,10 +126,10 @@ def test_bad_input_exits_non_zero_with_the_page_message(setup, args, message):
 
 def test_a_failed_export_leaves_no_file(setup, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        yield from list(export.export_lines(setup["comparison"]))[:3]
+        yield from list(export.export_rows(setup["comparison"]))[:3]
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("comparisons.management.commands.export_comparison.export_lines", broken)
+    monkeypatch.setattr("comparisons.management.commands.export_comparison.export_rows", broken)
     target = tmp_path / "out.csv"
     target.write_text("previous export")
     with pytest.raises(RuntimeError):

@@ -10,9 +10,9 @@ from comparisons.export import (
     SUMMARY_COLUMNS,
     count_rows,
     export_columns,
-    export_lines,
+    export_rows,
     render,
-    summary_lines,
+    summary_rows,
 )
 from comparisons.queries import ComparisonError, RowFilter, RowQuery, RowSort, parse_run_ids, resolve_comparison
 
@@ -41,14 +41,14 @@ class Command(BaseCommand):
             comparison = resolve_comparison(options["evaluation"], parse_run_ids(options["run_ids"]))
             query = RowQuery(filter=options["filter"], metric=options["metric"], sort=options["sort"])
             if options["summary"]:
-                columns, lines, total = SUMMARY_COLUMNS, summary_lines(comparison), None
+                columns, lines, total = SUMMARY_COLUMNS, summary_rows(comparison), None
             else:
                 query.validate(comparison)
                 columns = export_columns(comparison)
                 show_progress = options["progress"] or sys.stderr.isatty()
                 total = count_rows(comparison, query) if show_progress else None
                 bar = tqdm(total=total, file=sys.stderr, unit="datapoint", disable=not show_progress)
-                lines = export_lines(comparison, query, on_page=bar.update)
+                lines = export_rows(comparison, query, on_page=bar.update)
         except ComparisonError as error:
             raise CommandError(error.message, returncode=2) from error
 
