@@ -7,7 +7,6 @@ flat however many rows: only one page is held at a time. `summary_lines()` gives
 """
 
 import csv
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -202,8 +201,3 @@ def summary_rows(comparison: Comparison) -> Iterator[list]:
     """`summary_lines` as lists in SUMMARY_COLUMNS order."""
     for line in summary_lines(comparison):
         yield [line[c] for c in SUMMARY_COLUMNS]
-
-
-def read_csv(text: str) -> list[dict]:
-    """Parse exported CSV back (for tests and tools): a list of dicts of strings."""
-    return list(csv.DictReader(io.StringIO(text, newline="")))
