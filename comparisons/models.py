@@ -423,25 +423,16 @@ class Feedback(models.Model):
             raise ValidationError({"value": f"'{self.metric}' is boolean: the value must be 0 or 1."})
 
 
-class RunMetricSummary(models.Model):
-    """Running totals of each run's winning scores per metric, inside the run's window.
+class RunningSums(models.Model):
+    """n, Σ value and Σ value²: enough for a mean and a sample standard deviation, and cheap to
+    adjust when one value comes, changes or goes."""
 
-    Maintained by database triggers (migration 0004) as feedback arrives, so statistics and run
-    headlines read one row instead of scanning every score: n, Σ value and Σ value² give the mean
-    and the sample standard deviation.
-    """
-
-    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="metric_summaries")
-    metric = models.CharField(max_length=200)
     n = models.IntegerField(default=0)
     total = models.FloatField(default=0)
     total_sq = models.FloatField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["run", "metric"], name="run_metric_summary_unique")]
-
-    def __str__(self):
-        return f"{self.metric} of {self.run_id}: n={self.n}"
+        abstract = True
 
     @property
     def mean(self) -> float | None:
@@ -454,3 +445,62 @@ class RunMetricSummary(models.Model):
             return None
         variance = (self.total_sq - self.total * self.total / self.n) / (self.n - 1)
         return max(variance, 0.0) ** 0.5
+
+
+class RunMetricSummary(RunningSums):
+    """Running totals of each run's winning scores per metric, inside the run's window.
+
+    Maintained by database triggers (migrations 0004 and 0005) as feedback arrives, so statistics and
+    run headlines read one row instead of scanning every score.
+    """
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="metric_summaries")
+    metric = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "metric"], name="run_metric_summary_unique")]
+
+    def __str__(self):
+        return f"{self.metric} of {self.run_id}: n={self.n}"
+
+
+class WindowScore(models.Model):
+    """The winning score of each (run, metric, datapoint) that counts: inside the run's window.
+
+    A copy of what `Feedback.objects.winning()` gives, kept by database triggers (migration 0005)
+    as feedback arrives, windows change or inferences go, so statistics pair runs with index-ordered
+    joins and Δ sorting joins instead of searching feedback per row. Never written by Python.
+    """
+
+    pk = models.CompositePrimaryKey("run", "metric", "datapoint")
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    metric = models.CharField(max_length=200)
+    # No index of its own: datapoints with scores have inferences, which PROTECT them from deletion.
+    datapoint = models.ForeignKey(Datapoint, on_delete=models.CASCADE, related_name="window_scores",
+                                  db_index=False)
+    value = models.FloatField()
+
+    def __str__(self):
+        return f"{self.metric}={self.value:g} of {self.run_id} on {self.datapoint_id}"
+
+
+class PairedSummary(RunningSums):
+    """Running sums of (run value − baseline value) per (baseline, run, metric) over datapoints
+    both scored inside their windows: the comparison's paired Δ without re-pairing whole windows.
+
+    Filled the first time a comparison asks for a pair (`queries.paired_summaries`), then kept exact
+    by the same triggers as WindowScore; advisory locks order the first fill against concurrent feedback.
+    """
+
+    baseline = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+")
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+")
+    metric = models.CharField(max_length=200)
+    higher = models.IntegerField(default=0)  # datapoints where the run's value is above the baseline's
+    lower = models.IntegerField(default=0)
+    same = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["baseline", "run", "metric"], name="paired_summary_unique")]
+
+    def __str__(self):
+        return f"{self.metric} of {self.run_id} vs {self.baseline_id}: n={self.n}"

@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import reduce
 from operator import or_
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import (
     Aggregate,
     BooleanField,
@@ -25,6 +25,7 @@ from django.db.models import (
     Exists,
     ExpressionWrapper,
     F,
+    FilteredRelation,
     FloatField,
     OuterRef,
     Q,
@@ -41,6 +42,7 @@ from comparisons.models import (
     Evaluator,
     Feedback,
     Inference,
+    PairedSummary,
     RunMetricSummary,
     window_q,
 )
@@ -286,13 +288,17 @@ def _inference_of(run_id, ref="pk"):
     return Inference.objects.filter(run_id=run_id, datapoint_id=OuterRef(ref))
 
 
-def _winning_value(run_id, metric: str):
-    """Subquery: the winning value of `metric` for this run's inference on the outer datapoint."""
-    return Subquery(
-        Feedback.objects.filter(inference__run_id=run_id, inference__datapoint_id=OuterRef("pk"), metric=metric)
-        .order_by("-id").values("value")[:1],
-        output_field=FloatField(),
-    )
+def _with_scores(qs, runs: list[SelectedRun], metrics: list[Evaluator]):
+    """Annotate `r<i>_m<j>`: run i's winning value of metric j on the datapoint, when inside run i's
+    window (WindowScore). LEFT JOINs on WindowScore's primary key, which PostgreSQL can hash or
+    merge over whole windows, where a correlated subquery would search feedback row by row."""
+    for j, evaluator in enumerate(metrics):
+        for i, run in enumerate(runs):
+            relation = f"ws{i}_m{j}"
+            qs = qs.annotate(**{relation: FilteredRelation(
+                "window_scores", condition=Q(window_scores__run_id=run.id, window_scores__metric=evaluator.name))})
+            qs = qs.annotate(**{_alias(i, j): F(f"{relation}__value")})
+    return qs
 
 
 def _signed_change(evaluator: Evaluator, run_alias: str, base_alias: str):
@@ -314,15 +320,15 @@ def rows_queryset(comparison: Comparison, query: RowQuery):
                         for i, w in enumerate(windows)})
     others = range(1, len(comparison.runs))
 
-    if query.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED) or query.sort != RowSort.NEWEST:
-        metrics = [comparison.evaluator(query.metric)] if query.metric else comparison.evaluators
+    filtering = query.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED)
+    if filtering or query.sort != RowSort.NEWEST:
+        # Filters look at the chosen metric or all of them; the sort needs only its own metric.
+        metrics = ([comparison.evaluator(query.metric)] if query.metric else list(comparison.evaluators)) \
+            if filtering else []
         if query.sort != RowSort.NEWEST and query.sort_metric(comparison) not in metrics:
             metrics.append(query.sort_metric(comparison))
-        qs = qs.annotate(**{
-            _alias(i, j): _winning_value(run.id, evaluator.name)
-            for j, evaluator in enumerate(metrics) for i, run in enumerate(comparison.runs)
-        })
-        if query.filter in (RowFilter.REGRESSED, RowFilter.IMPROVED):
+        qs = _with_scores(qs, comparison.runs, metrics)
+        if filtering:
             lookup = "lt" if query.filter == RowFilter.REGRESSED else "gt"
             changed = []
             for j, evaluator in enumerate(metrics):
@@ -522,8 +528,7 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
         (summary.run_id, summary.metric): {"n": summary.n, "mean": summary.mean, "sd": summary.stddev}
         for summary in RunMetricSummary.objects.filter(run_id__in=[r.id for r in comparison.runs])
     }
-    scored = Feedback.objects.filter(_runs_in_window(comparison, "inference__")).winning()
-    deltas = _paired_deltas(comparison, scored) if len(comparison.runs) > 1 else {}
+    deltas = paired_summaries(comparison)
 
     metrics = []
     for evaluator in comparison.evaluators:
@@ -533,48 +538,87 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
             n = row["n"] if row else 0
             mean = row["mean"] if row else None
             stat = MetricStat(run, n, mean, metric_interval(evaluator.is_boolean, mean, row and row["sd"], n))
-            delta = deltas.get((run.id, evaluator.name))
-            if delta is not None:
-                stat.delta = _delta_stat(evaluator, delta)
+            pair = deltas.get((run.id, evaluator.name))
+            if pair is not None:
+                stat.delta = _delta_stat(evaluator, pair)
             stats.append(stat)
         metrics.append(MetricSummary(evaluator, stats))
     return ComparisonStats(comparison, coverage, metrics)
 
 
-def _paired_deltas(comparison: Comparison, scored):
-    """Aggregates of value − baseline value per (run, metric) over datapoints scored in both.
+PAIR_LOCK_CLASS = 7301  # advisory lock class shared with the triggers of migration 0006
 
-    The ORM builds the winning, in-window scores (so the window rule lives in one place); they are
-    materialised once and paired with the baseline's by an equi-join, which PostgreSQL hashes.
-    A correlated "baseline value" subquery would be re-run for every aggregate that uses it.
+FILL_PAIRS_SQL = """
+INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same)
+SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesce(a.total, 0),
+       coalesce(a.total_sq, 0), coalesce(a.higher, 0), coalesce(a.lower, 0), coalesce(a.same, 0)
+FROM unnest(%(runs)s::uuid[]) AS wanted_run (run_id)
+CROSS JOIN unnest(%(metrics)s::text[]) AS wanted (metric)
+LEFT JOIN (
+    SELECT s.run_id, s.metric, count(*) AS n, sum(s.value - b.value) AS total,
+           sum((s.value - b.value) ^ 2) AS total_sq, count(*) FILTER (WHERE s.value > b.value) AS higher,
+           count(*) FILTER (WHERE s.value < b.value) AS lower, count(*) FILTER (WHERE s.value = b.value) AS same
+    FROM comparisons_windowscore s
+    JOIN comparisons_windowscore b ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
+    WHERE s.run_id = ANY(%(runs)s::uuid[]) AND s.metric = ANY(%(metrics)s::text[])
+    GROUP BY s.run_id, s.metric
+) a ON a.run_id = wanted_run.run_id AND a.metric = wanted.metric
+ON CONFLICT (baseline_id, run_id, metric) DO NOTHING
+"""
+
+
+def paired_summaries(comparison: Comparison) -> dict[tuple[uuid.UUID, str], PairedSummary]:
+    """The paired Δ sums of each (run, metric) against the baseline, over datapoints scored inside
+    both runs' windows (PairedSummary).
+
+    A pair asked for the first time is filled from WindowScore in one statement (a join over two
+    whole windows, the slow part) and then kept exact by the feedback triggers, so later requests
+    read a row per (run, metric). The fill takes the runs' exclusive advisory locks first; see
+    migration 0006 for why that keeps concurrent feedback from being lost.
     """
-    scores_sql, params = scored.values_list(
-        "inference__run_id", "inference__datapoint_id", "metric", "value").query.sql_with_params()
-    sql = f"""
-        WITH scores (run_id, datapoint_id, metric, value) AS MATERIALIZED ({scores_sql})
-        SELECT s.run_id, s.metric, count(*), avg(s.value - b.value), stddev_samp(s.value - b.value),
-               count(*) FILTER (WHERE s.value > b.value), count(*) FILTER (WHERE s.value < b.value),
-               count(*) FILTER (WHERE s.value = b.value)
-        FROM scores s
-        JOIN scores b ON b.run_id = %s AND b.datapoint_id = s.datapoint_id AND b.metric = s.metric
-        WHERE s.run_id <> %s
-        GROUP BY s.run_id, s.metric
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, comparison.baseline.id, comparison.baseline.id])
-        keys = ["n", "mean", "sd", "higher", "lower", "same"]
-        return {(run_id, metric): dict(zip(keys, values, strict=True))
-                for run_id, metric, *values in cursor.fetchall()}
+    if len(comparison.runs) < 2:
+        return {}
+    baseline = comparison.baseline.id
+    others = [r.id for r in comparison.runs[1:]]
+    metrics = [e.name for e in comparison.evaluators]
+
+    def read():
+        return {(p.run_id, p.metric): p
+                for p in PairedSummary.objects.filter(baseline_id=baseline, run_id__in=others, metric__in=metrics)}
+
+    pairs = read()
+    missing = sorted({run_id for run_id in others for metric in metrics if (run_id, metric) not in pairs},
+                     key=str)
+    if not missing:
+        return pairs
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # In one order for every filler, so two fillers cannot deadlock on each other.
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k::text) AS h "
+                               "FROM unnest(%s::uuid[]) AS k) AS keys ORDER BY h",
+                               [PAIR_LOCK_CLASS, [baseline, *missing]])
+                cursor.execute(FILL_PAIRS_SQL, {"baseline": baseline, "runs": missing, "metrics": metrics})
+            break
+        except OperationalError:
+            # A writer holding one run's lock wanted the other's: PostgreSQL broke the deadlock by
+            # cancelling this fill. The writer has committed by now; fill again.
+            if attempt == 2:
+                raise
+    return read()
 
 
-def _delta_stat(evaluator: Evaluator, row) -> DeltaStat:
+def _delta_stat(evaluator: Evaluator, pair: PairedSummary) -> DeltaStat | None:
+    if not pair.n:
+        return None
     maximise = evaluator.optimize == Evaluator.Optimize.MAX
+    mean = pair.mean
     return DeltaStat(
-        n=row["n"], mean=row["mean"], ci=wald_interval(row["mean"], row["sd"], row["n"]),
-        improved=row["higher"] if maximise else row["lower"],
-        regressed=row["lower"] if maximise else row["higher"],
-        unchanged=row["same"],
-        outcome="same" if not row["mean"] else "better" if (row["mean"] > 0) == maximise else "worse",
+        n=pair.n, mean=mean, ci=wald_interval(mean, pair.stddev, pair.n),
+        improved=pair.higher if maximise else pair.lower,
+        regressed=pair.lower if maximise else pair.higher,
+        unchanged=pair.same,
+        outcome="same" if not mean else "better" if (mean > 0) == maximise else "worse",
     )
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from comparisons.ids import uuid7
-from comparisons.models import Feedback
+from comparisons.models import Feedback, PairedSummary
 from comparisons.queries import (
     MAX_RUNS,
     Cell,
@@ -380,7 +380,9 @@ def test_stats_cost_a_fixed_number_of_queries(evaluation, django_assert_num_quer
     runs = [run_at(evaluation, 100 + i) for i in range(4)]
     make_rows(evaluation, runs, 20)
     comparison = resolve_comparison(evaluation, [r.id for r in runs])
-    with django_assert_num_queries(4):
+    comparison_stats(comparison)  # the first look fills the paired sums of the three pairs
+    assert PairedSummary.objects.filter(baseline=runs[0]).count() == 3 * len(comparison.evaluators)
+    with django_assert_num_queries(4):  # windows, inference counts, run sums, paired sums
         comparison_stats(comparison)
 
 
