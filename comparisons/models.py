@@ -504,3 +504,19 @@ class PairedSummary(RunningSums):
 
     def __str__(self):
         return f"{self.metric} of {self.run_id} vs {self.baseline_id}: n={self.n}"
+
+
+class RunCoverage(models.Model):
+    """How many of a run's inferences are inside its window, failed, or had the variant pinned.
+
+    Kept by statement-level triggers on inferences and by the datapoint restale trigger (migration
+    0007), so statistics and every page's pinned markers read a row instead of counting inferences.
+    """
+
+    run = models.OneToOneField(EvaluationRun, on_delete=models.CASCADE, primary_key=True, related_name="coverage")
+    inferences = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    pinned = models.IntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.run_id}: {self.inferences} inferences, {self.errors} errors, {self.pinned} pinned"

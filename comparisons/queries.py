@@ -43,6 +43,7 @@ from comparisons.models import (
     Feedback,
     Inference,
     PairedSummary,
+    RunCoverage,
     RunMetricSummary,
     window_q,
 )
@@ -495,33 +496,22 @@ class ComparisonStats:
     metrics: list[MetricSummary]
 
 
-def _runs_in_window(comparison: Comparison, prefix: str) -> Q:
-    """Rows (reached through `prefix`) belonging to a selected run and inside that run's window."""
-    return reduce(or_, [Q(**{f"{prefix}run_id": r.id}) & window_q(r.time, f"{prefix}datapoint__")
-                        for r in comparison.runs])
-
-
 def comparison_stats(comparison: Comparison) -> ComparisonStats:
     """Per (run, metric) statistics over each run's whole window, coverage, and Δ vs the baseline.
 
-    Four queries whatever the number of runs and metrics: window sizes, inference counts, the
-    per-run running sums (RunMetricSummary), and the paired Δ against the baseline.
+    Four queries whatever the number of runs and metrics: window sizes, then rows kept by triggers:
+    inference counts (RunCoverage), per-run running sums (RunMetricSummary) and the paired Δ against
+    the baseline (PairedSummary, filled on first use).
     """
     evaluation = comparison.evaluation
     window_counts = Datapoint.objects.for_dataset(evaluation.dataset_id, evaluation.function_id).aggregate(
         **{f"w{i}": Count("id", filter=window_q(r.time)) for i, r in enumerate(comparison.runs)}
     )
-    inference_counts = {
-        row["run_id"]: row
-        for row in Inference.objects.filter(_runs_in_window(comparison, "")).values("run_id").annotate(
-            n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
-            pinned=Count("id", filter=Q(variant_pinned=True)),
-        )
-    }
+    counts = {c.run_id: c for c in RunCoverage.objects.filter(run_id__in=[r.id for r in comparison.runs])}
     coverage = {}
     for i, run in enumerate(comparison.runs):
-        counts = inference_counts.get(run.id, {"n": 0, "errors": 0, "pinned": 0})
-        coverage[run.id] = Coverage(window_counts[f"w{i}"], counts["n"], counts["errors"], counts["pinned"])
+        kept = counts.get(run.id, RunCoverage())
+        coverage[run.id] = Coverage(window_counts[f"w{i}"], kept.inferences, kept.errors, kept.pinned)
 
     # Per-run figures come from the trigger-maintained running sums: one row per (run, metric).
     per_run = {
@@ -559,7 +549,8 @@ LEFT JOIN (
            sum((s.value - b.value) ^ 2) AS total_sq, count(*) FILTER (WHERE s.value > b.value) AS higher,
            count(*) FILTER (WHERE s.value < b.value) AS lower, count(*) FILTER (WHERE s.value = b.value) AS same
     FROM comparisons_windowscore s
-    JOIN comparisons_windowscore b ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
+    JOIN comparisons_windowscore b
+        ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
     WHERE s.run_id = ANY(%(runs)s::uuid[]) AND s.metric = ANY(%(metrics)s::text[])
     GROUP BY s.run_id, s.metric
 ) a ON a.run_id = wanted_run.run_id AND a.metric = wanted.metric
@@ -664,10 +655,7 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
     headline = {}
     pinned = {}
     if runs:
-        pinned_runs = Inference.objects.filter(run_id=OuterRef("id"), variant_pinned=True)
-        for row in EvaluationRun.objects.filter(id__in=[r.id for r in runs]).annotate(
-                pinned=Exists(pinned_runs)).values("id", "pinned"):
-            pinned[row["id"]] = row["pinned"]
+        pinned = run_pinned_flags([r.id for r in runs])
         if first_metric is not None:
             for summary in RunMetricSummary.objects.filter(run_id__in=[r.id for r in runs], metric=first_metric.name):
                 headline[summary.run_id] = summary.mean
@@ -690,9 +678,8 @@ def _uuid_prefix(hex_prefix: str) -> str:
 
 
 def run_pinned_flags(run_ids) -> dict[uuid.UUID, bool]:
-    """Whether each run's inferences had the variant pinned by the caller (any inference pinned)."""
-    pinned = set(Inference.objects.filter(run_id__in=list(run_ids), variant_pinned=True)
-                 .values_list("run_id", flat=True).distinct())
+    """Whether each run had the variant pinned by the caller (an inference in its window pinned)."""
+    pinned = set(RunCoverage.objects.filter(run_id__in=list(run_ids), pinned__gt=0).values_list("run_id", flat=True))
     return {run_id: run_id in pinned for run_id in run_ids}
 
 

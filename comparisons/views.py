@@ -21,6 +21,7 @@ from comparisons.forms import ComparisonForm, CorrectionForm
 from comparisons.ids import parse_uuid
 from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
+from comparisons.rows_html import render_rows
 from comparisons.templatetags.comparisons import as_text
 
 
@@ -88,13 +89,6 @@ def _badges(comparison, pinned) -> dict:
             for run in comparison.runs}
 
 
-def _columns(comparison, page) -> None:
-    """Give each cell its scores in evaluator order, so the template needs no lookups per metric."""
-    for row in page.rows:
-        for cell in row.cells:
-            cell.columns = [(evaluator, cell.scores.get(evaluator.name)) for evaluator in comparison.evaluators]
-
-
 def _chips(comparison, state, pinned):
     """One chip per selected run with the links that remove it or make it the baseline."""
     ids = [str(r.id) for r in comparison.runs]
@@ -119,8 +113,8 @@ def comparison_detail(request, name):
         comparison = context["comparison"]
         if comparison is not None:
             page = queries.comparison_page(comparison, context["row_query"])
-            _columns(comparison, page)
-            context.update(page=page, badges=_badges(comparison, context["pinned"]),
+            badges = _badges(comparison, context["pinned"])
+            context.update(page=page, rows_html=render_rows(comparison, page, badges),
                            chips=_chips(comparison, context["state"], context["pinned"]),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES,
                            column_count=4 + len(comparison.evaluators))

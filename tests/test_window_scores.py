@@ -1,4 +1,4 @@
-"""WindowScore and PairedSummary: the trigger-kept scores and paired sums behind statistics and Δ.
+"""WindowScore, PairedSummary, RunCoverage: the trigger-kept tables behind statistics and Δ.
 
 The property test applies a seeded mix of every kind of write (new and late feedback, bulk inserts,
 human corrections, back-dated deletes, edits, deleted inferences) and then checks every kept table
@@ -13,7 +13,15 @@ import pytest
 from django.db import connection, connections, transaction
 
 from comparisons.ids import uuid7, uuid7_time
-from comparisons.models import Datapoint, Feedback, Inference, PairedSummary, RunMetricSummary, WindowScore
+from comparisons.models import (
+    Datapoint,
+    Feedback,
+    Inference,
+    PairedSummary,
+    RunCoverage,
+    RunMetricSummary,
+    WindowScore,
+)
 from comparisons.queries import comparison_stats, paired_summaries, resolve_comparison
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, InferenceFactory, RunFactory, at
 
@@ -63,7 +71,8 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write():
     for run in runs:
         for datapoint in datapoints:
             if datapoint.created_at <= run.started_at and rng.random() > 0.1:
-                inference = InferenceFactory(run=run, datapoint=datapoint)
+                inference = InferenceFactory(run=run, datapoint=datapoint, variant_pinned=rng.random() < 0.3,
+                                             error="TimeoutError" if rng.random() < 0.1 else None)
                 inferences.append(inference)
                 for metric in METRICS:
                     value = float(rng.random() < 0.6) if metric == "correct" else round(rng.random(), 2)
@@ -77,7 +86,7 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write():
     minute = 1000
     for _ in range(80):
         minute += 1
-        action = rng.choice(["feedback", "late", "bulk", "retire", "revise", "delete"])
+        action = rng.choice(["feedback", "late", "bulk", "retire", "revise", "delete", "update"])
         live = [i for i in inferences if Inference.objects.filter(id=i.id).exists()]
         inference = rng.choice(live)
         metric = rng.choice(METRICS)
@@ -99,6 +108,9 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write():
                     datapoint.retire(when=when)
                 else:
                     datapoint.revise(when=when, name="edited")
+        elif action == "update":  # an inference corrected in place (admin): error and pin flip
+            Inference.objects.filter(id=inference.id).update(
+                error=None if rng.random() < 0.5 else "failed later", variant_pinned=rng.random() < 0.5)
         else:
             Inference.objects.filter(id=inference.id).delete()
 
@@ -120,6 +132,16 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write():
     kept_sums = {(s.run_id, s.metric): (s.n, round(s.total, 9), round(s.total_sq, 9))
                  for s in RunMetricSummary.objects.filter(n__gt=0)}
     assert kept_sums == {key: (n, round(t, 9), round(q, 9)) for key, (n, t, q) in sums.items()}
+    coverage = defaultdict(lambda: [0, 0, 0])
+    for inference in Inference.objects.select_related("datapoint"):
+        when, datapoint = uuid7_time(inference.run_id), inference.datapoint
+        if datapoint.created_at <= when and (datapoint.staled_at is None or datapoint.staled_at > when):
+            counts = coverage[inference.run_id]
+            counts[0] += 1
+            counts[1] += inference.error is not None
+            counts[2] += inference.variant_pinned
+    kept_coverage = RunCoverage.objects.exclude(inferences=0, errors=0, pinned=0)
+    assert {c.run_id: [c.inferences, c.errors, c.pinned] for c in kept_coverage} == dict(coverage)
 
 
 @pytest.mark.django_db
