@@ -9,14 +9,15 @@ flat however many rows: only one page is held at a time. `summary_lines()` gives
 import csv
 import json
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from django.db import connection
+from django.db import connection, connections
 
 from comparisons.ids import uuid7_time
 from comparisons.queries import Comparison, RowQuery, comparison_stats, rows_after, rows_queryset
 
-EXPORT_PAGE_SIZE = 500
+EXPORT_PAGE_SIZE = 1000
 BASE_COLUMNS = [
     "datapoint_id", "datapoint_name", "datapoint_created_at", "in_window", "input", "reference_output",
     "run_id", "run_time", "variant", "variant_pinned", "inference_id", "output", "error", "latency_ms",
@@ -44,38 +45,73 @@ def count_rows(comparison: Comparison, query: RowQuery) -> int:
 
 
 CELLS_SQL = """
-SELECT i.run_id::text, i.datapoint_id::text, i.id::text, i.variant_pinned, i.output, i.error, i.latency_ms,
-       i.input_tokens, i.output_tokens, i.cost, w.metric, w.value, w.source
-FROM comparisons_inference i
-LEFT JOIN LATERAL (
-    SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source
-    FROM comparisons_feedback f WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
-) w ON true
-WHERE i.run_id = ANY(%s::uuid[]) AND i.datapoint_id = ANY(%s::uuid[])
+SELECT i.run_id::text, i.datapoint_id::text, i.id::text, i.variant_pinned, i.output::text, i.error, i.latency_ms,
+       i.input_tokens, i.output_tokens, i.cost::float8{scores}
+FROM comparisons_inference i{joins}
+WHERE i.run_id = ANY(%(runs)s::uuid[]) AND i.datapoint_id = ANY(%(datapoints)s::uuid[])
 """
+# The winning feedback of one metric: an index-only descent of feedback_latest_idx to the greatest id.
+WINNER_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT f.value, f.source FROM comparisons_feedback f
+    WHERE f.inference_id = i.id AND f.metric = %(metric{j})s ORDER BY f.id DESC LIMIT 1
+) w{j} ON true"""
 
 
-def _page_cells(run_ids, datapoint_ids) -> dict:
-    """(run, datapoint) -> (inference fields, {metric: (value, source)}) for one page, in one query.
+def _cells_query(metrics: list[str]) -> tuple[str, dict]:
+    """The page's inferences with one (value, source) column pair per metric, in export column order."""
+    sql = CELLS_SQL.format(scores="".join(f", w{j}.value, w{j}.source" for j in range(len(metrics))),
+                           joins="".join(WINNER_JOIN.format(j=j) for j in range(len(metrics))))
+    return sql, {f"metric{j}": metric for j, metric in enumerate(metrics)}
+
+
+def _page_cells(sql: str, params: dict, run_ids, datapoint_ids) -> dict:
+    """(run, datapoint) -> the inference's export columns, for one page in one query.
 
     The winning feedback is the greatest id per (inference, metric), as on the page. Arrays travel as
     single parameters, ids come back as text and rows stay tuples: an export touches millions of cells.
     """
-    cells = {}
     with connection.cursor() as cursor:
-        cursor.execute(CELLS_SQL, [list(run_ids), list(datapoint_ids)])
-        for run_id, datapoint_id, *inference, metric, value, source in cursor.fetchall():
-            cell = cells.get((run_id, datapoint_id))
-            if cell is None:
-                cell = cells[(run_id, datapoint_id)] = (inference, {})
-            if metric is not None:
-                cell[1][metric] = (value, source)
-    return cells
+        cursor.execute(sql, {**params, "runs": list(run_ids), "datapoints": list(datapoint_ids)})
+        return {(row[0], row[1]): row[2:] for row in cursor.fetchall()}
 
 
 def _compact(text):
-    """jsonb as PostgreSQL prints it, re-written compactly."""
-    return None if text is None else json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+    """jsonb as PostgreSQL prints it, written compactly. Scalars (an LLM's text output is a JSON
+    string) already are: PostgreSQL escapes strings exactly as json.dumps(ensure_ascii=False)."""
+    if text is None or text[0] not in "{[":
+        return text
+    return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+
+
+def _prefetched(fetch, first):
+    """fetch(first), then fetch(next) for the `next` each result names, one page ahead in a worker
+    thread with its own database connection, so PostgreSQL works on page k+1 while this thread
+    writes page k. Yields (rows, cells) until a result names no next page.
+
+    Only outside transactions: a second connection could not see a transaction's own rows (as in
+    tests, which then take the same pages in order on this thread).
+    """
+    if connection.in_atomic_block:
+        after = first
+        while True:
+            rows, cells, after = fetch(after)
+            yield rows, cells
+            if after is None:
+                return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-prefetch")
+    try:
+        pending = pool.submit(fetch, first)
+        while True:
+            rows, cells, after = pending.result()
+            if after is not None:
+                pending = pool.submit(fetch, after)
+            yield rows, cells
+            if after is None:
+                return
+    finally:
+        pool.submit(connections.close_all).result()  # the worker's own connection
+        pool.shutdown()
 
 
 def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_size: int = EXPORT_PAGE_SIZE,
@@ -92,16 +128,20 @@ def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_s
     run_ids = [str(r.id) for r in runs]
     run_meta = [[str(r.id), uuid7_time(r.id).isoformat(), r.run.variant_name] for r in runs]
     metrics = [e.name for e in comparison.evaluators]
+    cells_sql, cells_params = _cells_query(metrics)
     no_inference = [None] * (8 + 2 * len(metrics))
     window_fields = [f"in_window_{k}" for k in range(len(runs))]
     base = rows_queryset(comparison, query)
-    after = query.after
-    while True:
+
+    def fetch(after):
         rows = list(rows_after(base, replace(query, after=after)).values_list(
             "id", "name", "input", "reference_output", *window_fields)[:page_size + 1])
-        more = len(rows) > page_size
+        following = rows[page_size - 1][0] if len(rows) > page_size else None
         rows = rows[:page_size]
-        cells = _page_cells(run_ids, [row[0] for row in rows]) if rows else {}
+        cells = _page_cells(cells_sql, cells_params, run_ids, [row[0] for row in rows]) if rows else {}
+        return rows, cells, following
+
+    for rows, cells in _prefetched(fetch, query.after):
         for datapoint_uuid, name, input, reference, *in_window in rows:
             datapoint_id = str(datapoint_uuid)
             created = uuid7_time(datapoint_uuid).isoformat()
@@ -112,17 +152,11 @@ def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_s
                 if cell is None:
                     yield head + no_inference
                     continue
-                (inference_id, pinned, output, error, latency, tokens_in, tokens_out, cost), scores = cell
-                head += [pinned, inference_id, _compact(output), error, latency, tokens_in, tokens_out,
-                         float(cost) if cost is not None else None]
-                for metric in metrics:
-                    head += scores.get(metric, (None, None))
+                inference_id, pinned, output, *rest = cell
+                head += [pinned, inference_id, _compact(output), *rest]
                 yield head
         if on_page is not None:
             on_page(len(rows))
-        if not more:
-            return
-        after = rows[-1][0]
 
 
 def export_lines(comparison: Comparison, query: RowQuery | None = None, **options) -> Iterator[dict]:

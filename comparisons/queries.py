@@ -10,6 +10,7 @@ nothing in this module knows about HTTP. DESIGN.md, "The run-time window", is th
    coverage, and the paired Δ against the baseline (the first run).
 """
 
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from django.db.models import (
     Q,
     Subquery,
     Sum,
+    TextField,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Greatest, Least
 
 from comparisons.ids import parse_uuid
@@ -380,39 +383,59 @@ def rows_after(qs, query: RowQuery):
                      | Q(delta__isnull=True))
 
 
+# A row's cells as JSON, computed in the rows query itself: one round trip a page. Per selected
+# run's inference (unique index on (run, datapoint)): its fields and its winning feedback per metric
+# (`feedback_latest_idx`, DISTINCT ON). PostgreSQL evaluates it only for the rows the LIMIT keeps.
+CELLS_JSON_SQL = """(
+    SELECT json_agg(json_build_array(i.run_id, i.id, i.output, i.error, i.latency_ms, (
+        SELECT json_agg(json_build_array(w.metric, w.value, w.source, w.reason)) FROM (
+            SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source, f.reason FROM comparisons_feedback f
+            WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
+        ) w
+    )))::text
+    FROM comparisons_inference i
+    WHERE i.datapoint_id = comparisons_datapoint.id AND i.run_id = ANY(%s::uuid[])
+)"""
+
+
 def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> ComparisonPage:
     """One page of rows with a cell per selected run.
 
-    Costs three SQL queries (rows, the page's inferences, their winning feedback), four when
-    continuing a Δ-sorted page (the cursor's Δ), whatever the page and run count.
+    One SQL query (rows with their cells as JSON), two when continuing a Δ-sorted page (the
+    cursor's Δ), whatever the page and run count.
     """
     query.validate(comparison)
     qs = rows_after(rows_queryset(comparison, query), query)
-    datapoints = list(qs[: query.page_size + 1])
+    run_ids = [r.id for r in comparison.runs]
+    qs = qs.annotate(cells_json=RawSQL(CELLS_JSON_SQL, [run_ids], output_field=TextField()))
+    datapoints = list(qs.defer("tags")[: query.page_size + 1])
     next_after = datapoints[query.page_size - 1].id if len(datapoints) > query.page_size else None
     datapoints = datapoints[: query.page_size]
     if not datapoints:
         return ComparisonPage(comparison, query, [], None)
 
-    inferences = {
-        (inf.run_id, inf.datapoint_id): inf
-        # The input as sent and the tags can be large and no cell shows them.
-        for inf in Inference.objects.filter(run_id__in=[r.id for r in comparison.runs],
-                                            datapoint_id__in=[d.id for d in datapoints]).defer("input", "tags")
-    }
-    scores = winning_scores(comparison, [inf.id for inf in inferences.values()])
+    evaluators = {e.name: e for e in comparison.evaluators}
     rows = []
     for datapoint in datapoints:
+        found = {}
+        for run_id, inference_id, output, error, latency, feedback in json.loads(datapoint.cells_json or "[]"):
+            inference = Inference(id=uuid.UUID(inference_id), run_id=uuid.UUID(run_id), datapoint_id=datapoint.id,
+                                  output=output, error=error, latency_ms=latency)
+            scores = {}
+            for metric, value, source, reason in feedback or ():
+                evaluator = evaluators.get(metric)
+                scores[metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
+            found[inference.run_id] = (inference, scores)
         cells = []
         for i, run in enumerate(comparison.runs):
-            inference = inferences.get((run.id, datapoint.id))
+            inference, scores = found.get(run.id, (None, {}))
             if not getattr(datapoint, f"in_window_{i}"):
                 cells.append(Cell(run, Cell.OUT_OF_WINDOW, inference))
             elif inference is None:
                 cells.append(Cell(run, Cell.MISSING))
             else:
                 state = Cell.ERROR if inference.error is not None else Cell.OK
-                cells.append(Cell(run, state, inference, scores.get(inference.id, {})))
+                cells.append(Cell(run, state, inference, scores))
         _mark_vs_baseline(comparison, cells)
         rows.append(Row(datapoint, cells, getattr(datapoint, "delta", None)))
     return ComparisonPage(comparison, query, rows, next_after)

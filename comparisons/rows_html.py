@@ -10,7 +10,7 @@ classes and ids the stylesheet, htmx and the browser tests rely on.
 from html import escape
 
 from django.urls import reverse
-from django.utils import dateformat
+from django.utils import dates
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
@@ -22,7 +22,9 @@ NOTES = {Cell.OUT_OF_WINDOW: "not in dataset at run time", Cell.MISSING: "missin
 
 
 def _date(value) -> str:
-    return dateformat.format(localtime(value), "M j, H:i")
+    """Like the template's `date:"M j, H:i"`, without its per-call format parsing."""
+    value = localtime(value)
+    return f"{dates.MONTHS_3[value.month].title()} {value.day}, {value:%H:%M}"
 
 
 def _clip(text: str, extra_class: str = "") -> str:

@@ -172,3 +172,29 @@ def test_download_links_stream_the_same_content(client_logged_in, setup):
     page = client_logged_in.get(reverse("comparison_detail", args=["qa"]), {"run_ids": params["run_ids"],
                                                                             "filter": "regressed"})
     assert "format=csv" in page.content.decode() and "filter=regressed" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_pages_are_prefetched_on_a_second_connection_with_the_same_lines(setup):
+    comparison = setup["comparison"]
+    seen_threads = set()
+    original = export._page_cells
+
+    def spy(*args):
+        seen_threads.add(threading.current_thread().name)
+        return original(*args)
+
+    export._page_cells = spy
+    try:
+        prefetched = list(export.export_rows(comparison, page_size=4))
+    finally:
+        export._page_cells = original
+    assert seen_threads and all(name.startswith("export-prefetch") for name in seen_threads)
+    page = comparison_page(comparison, RowQuery(page_size=1000))
+    assert [(row[0], row[6]) for row in prefetched] == [
+        (str(row.datapoint.id), str(cell.run.id)) for row in page.rows for cell in row.cells]
+    # An export abandoned half-way stops its worker and closes the worker's connection.
+    lines = export.export_rows(comparison, page_size=4)
+    next(lines)
+    lines.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("export-prefetch")]

@@ -106,7 +106,12 @@ CREATE OR REPLACE FUNCTION comparisons_refresh_all_scores() RETURNS void LANGUAG
     GROUP BY r.id;
 $$;
 
-SELECT comparisons_refresh_all_scores();
+-- Fill coverage for existing data (the scores and sums are already right).
+INSERT INTO comparisons_runcoverage (run_id, inferences, errors, pinned)
+SELECT i.run_id, count(*), count(*) FILTER (WHERE i.error IS NOT NULL), count(*) FILTER (WHERE i.variant_pinned)
+FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id
+WHERE comparisons_in_window(d.id, d.staled_at, i.run_id)
+GROUP BY i.run_id;
 """
 
 

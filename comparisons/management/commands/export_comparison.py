@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 import tempfile
@@ -52,7 +53,16 @@ class Command(BaseCommand):
         except ComparisonError as error:
             raise CommandError(error.message, returncode=2) from error
 
-        chunks = render(columns, lines, fmt)
+        # Every line is a handful of short-lived lists and strings that reference counting frees at
+        # once; the cyclic collector would only rescan them (~10% of an export's time). It is put
+        # back when the command returns.
+        gc.disable()
+        try:
+            self._write(output, render(columns, lines, fmt), fmt, options)
+        finally:
+            gc.enable()
+
+    def _write(self, output, chunks, fmt, options):
         if output == "-":
             if options["bom"] and fmt == "csv":
                 self.stdout.write("\ufeff", ending="")
