@@ -25,6 +25,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# `make benchmark ARGS="--scale small --json perf.json"`; needs no SECRET_KEY of yours.
+benchmark: setup
+	SECRET_KEY=$${SECRET_KEY:-benchmark-only-not-a-secret} $(MANAGE) benchmark $(ARGS)
+
 lint: setup
 	$(BIN)/ruff check .
 

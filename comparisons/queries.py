@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import reduce
+from functools import cached_property, reduce
 from operator import or_
 
 from django.db import OperationalError, connection, transaction
@@ -107,8 +107,12 @@ class Comparison:
     def run_ids_param(self) -> str:
         return ",".join(str(r.id) for r in self.runs)
 
+    @cached_property
+    def _evaluators_by_name(self) -> dict[str, Evaluator]:
+        return {e.name: e for e in self.evaluators}
+
     def evaluator(self, name: str) -> Evaluator | None:
-        return next((e for e in self.evaluators if e.name == name), None)
+        return self._evaluators_by_name.get(name)
 
 
 def parse_run_ids(text: str | None) -> list[uuid.UUID]:
@@ -239,7 +243,7 @@ class RowQuery:
         return comparison.evaluator(self.metric) or comparison.evaluators[0]
 
 
-@dataclass
+@dataclass(slots=True)
 class Score:
     """The winning feedback of one metric on one inference."""
 
@@ -254,13 +258,28 @@ class Score:
         return self.source == Feedback.Source.HUMAN
 
 
-@dataclass
+@dataclass(slots=True)
+class CellOutput:
+    """What a comparison cell shows of an inference (the page builds thousands: no model instances)."""
+
+    id_text: str
+    run_id: uuid.UUID
+    output: object
+    error: str | None
+    latency_ms: float | None
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(self.id_text)
+
+
+@dataclass(slots=True)
 class Cell:
     """One run's view of one datapoint."""
 
     run: SelectedRun
     state: str  # "out_of_window", "missing", "error" or "ok"
-    inference: Inference | None = None
+    inference: Inference | CellOutput | None = None
     scores: dict[str, Score] = field(default_factory=dict)
 
     OUT_OF_WINDOW = "out_of_window"
@@ -415,17 +434,17 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
         return ComparisonPage(comparison, query, [], None)
 
     evaluators = {e.name: e for e in comparison.evaluators}
+    runs_by_text = {str(run.id): run.id for run in comparison.runs}
     rows = []
     for datapoint in datapoints:
         found = {}
         for run_id, inference_id, output, error, latency, feedback in json.loads(datapoint.cells_json or "[]"):
-            inference = Inference(id=uuid.UUID(inference_id), run_id=uuid.UUID(run_id), datapoint_id=datapoint.id,
-                                  output=output, error=error, latency_ms=latency)
+            run_uuid = runs_by_text[run_id]
             scores = {}
             for metric, value, source, reason in feedback or ():
                 evaluator = evaluators.get(metric)
                 scores[metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
-            found[inference.run_id] = (inference, scores)
+            found[run_uuid] = (CellOutput(inference_id, run_uuid, output, error, latency), scores)
         cells = []
         for i, run in enumerate(comparison.runs):
             inference, scores = found.get(run.id, (None, {}))
