@@ -371,7 +371,7 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
     results = {"scale": scale_name, "datapoints": 0, "inferences": Inference.objects.count(),
                "feedback": Feedback.objects.count()}
     results["datapoints"] = evaluation.datapoints().count()
-    per_runs = {}
+    per_runs, filled = {}, {}
     for count in runs_compared:
         run_ids = all_runs[-count:]
         ids = ",".join(str(r) for r in run_ids)
@@ -388,6 +388,10 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
         figures["query_page1"] = _time(lambda c=comparison: comparison_page(c, RowQuery()), scale.repeats)
         deep_query = RowQuery(after=parse_uuid(deep_after))
         figures["query_deep"] = _time(lambda c=comparison, q=deep_query: comparison_page(c, q), scale.repeats)
+        # How much each page holds: cells with an output (the rest are one-line notes).
+        filled[count] = {name: sum(cell.inference is not None and cell.state != "out_of_window"
+                                   for row in comparison_page(comparison, q).rows for cell in row.cells)
+                         for name, q in (("page1", RowQuery()), ("deep", deep_query))}
         figures["stats"] = _time(lambda ids=ids: get(f"/evaluations/{EVALUATION}/stats/", {"run_ids": ids},
                                                      {"HTTP_HX_REQUEST": "true"}), scale.repeats)
         figures["filtered"] = _time(lambda ids=ids: get(url, {"run_ids": ids, "filter": "regressed"}), scale.repeats)
@@ -414,6 +418,7 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
     results["rows_to_floor_ratio"] = results["rows_page1_ms"] / results["floor_ms"]
     results["deep_to_page1_ratio"] = results["rows_deep_ms"] / results["rows_page1_ms"]
     results["runs_compared"] = main
+    results["filled_cells_page1"], results["filled_cells_deep"] = filled[main]["page1"], filled[main]["deep"]
     results["by_runs_compared"] = {str(k): {f"{n}_ms": v["median"] for n, v in f.items()} for k, f in per_runs.items()}
 
     log("measuring the export …")
@@ -495,4 +500,6 @@ def format_table(results: dict) -> str:
         lines.append(f"{key:<24}{shown:>12}{(f'{p95:,.1f}' if p95 is not None else ''):>12}   {verdict}")
     for count, figures in results["by_runs_compared"].items():
         lines.append(f"  {count} runs: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
+    lines.append(f"  cells with an output: page 1 {results['filled_cells_page1']}, "
+                 f"deep page {results['filled_cells_deep']}")
     return "\n".join(lines)

@@ -8,8 +8,11 @@ flat however many rows: only one page is held at a time. `summary_lines()` gives
 
 import csv
 import json
+import queue
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 
 from django.db import connection, connections
@@ -47,21 +50,29 @@ def count_rows(comparison: Comparison, query: RowQuery) -> int:
 CELLS_SQL = """
 SELECT i.run_id::text, i.datapoint_id::text, i.id::text, i.variant_pinned, i.output::text, i.error, i.latency_ms,
        i.input_tokens, i.output_tokens, i.cost::float8{scores}
-FROM comparisons_inference i{joins}
-WHERE i.run_id = ANY(%(runs)s::uuid[]) AND i.datapoint_id = ANY(%(datapoints)s::uuid[])
-"""
-# The winning feedback of one metric: an index-only descent of feedback_latest_idx to the greatest id.
-WINNER_JOIN = """
+FROM unnest(%(datapoints)s::uuid[]) AS page (datapoint_id)
+CROSS JOIN unnest(%(runs)s::uuid[]) AS selected (run_id)
+JOIN comparisons_inference i ON i.run_id = selected.run_id AND i.datapoint_id = page.datapoint_id
 LEFT JOIN LATERAL (
-    SELECT f.value, f.source FROM comparisons_feedback f
-    WHERE f.inference_id = i.id AND f.metric = %(metric{j})s ORDER BY f.id DESC LIMIT 1
-) w{j} ON true"""
+    SELECT {pivot} FROM (
+        SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source FROM comparisons_feedback f
+        WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
+    ) winners
+) w ON true
+"""
 
 
 def _cells_query(metrics: list[str]) -> tuple[str, dict]:
-    """The page's inferences with one (value, source) column pair per metric, in export column order."""
-    sql = CELLS_SQL.format(scores="".join(f", w{j}.value, w{j}.source" for j in range(len(metrics))),
-                           joins="".join(WINNER_JOIN.format(j=j) for j in range(len(metrics))))
+    """The page's inferences with one (value, source) column pair per metric, in export column order.
+
+    Each (datapoint, run) is one probe of the unique (run, datapoint) index, and each inference's
+    winning feedback one range of `feedback_latest_idx` (all its metrics, pivoted to columns).
+    """
+    pivot = ", ".join(f"max(winners.value) FILTER (WHERE winners.metric = %(metric{j})s) AS value{j}, "
+                      f"max(winners.source) FILTER (WHERE winners.metric = %(metric{j})s) AS source{j}"
+                      for j in range(len(metrics))) or "NULL"
+    sql = CELLS_SQL.format(scores="".join(f", w.value{j}, w.source{j}" for j in range(len(metrics))),
+                           pivot=pivot)
     return sql, {f"metric{j}": metric for j, metric in enumerate(metrics)}
 
 
@@ -84,34 +95,65 @@ def _compact(text):
     return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
 
 
-def _prefetched(fetch, first):
-    """fetch(first), then fetch(next) for the `next` each result names, one page ahead in a worker
-    thread with its own database connection, so PostgreSQL works on page k+1 while this thread
-    writes page k. Yields (rows, cells) until a result names no next page.
+PREFETCH_PAGES = 2
 
-    Only outside transactions: a second connection could not see a transaction's own rows (as in
-    tests, which then take the same pages in order on this thread).
+
+def _prefetched(fetch_rows, fetch_cells, first, depth: int = PREFETCH_PAGES):
+    """Pages of (rows, cells): `fetch_rows(after)` gives a page's rows and the cursor of the next one
+    (None at the end), `fetch_cells(rows)` their cells.
+
+    Outside a transaction, worker threads with their own database connections fetch up to `depth`
+    pages ahead: the next page's rows as soon as the cursor is known, the cells of several pages
+    at once, so PostgreSQL works on later pages while this thread writes the current one. Inside a
+    transaction (as in tests) a second connection could not see the transaction's own rows, so the
+    pages are fetched here, in order.
     """
     if connection.in_atomic_block:
         after = first
         while True:
-            rows, cells, after = fetch(after)
-            yield rows, cells
+            rows, after = fetch_rows(after)
+            yield rows, fetch_cells(rows)
             if after is None:
                 return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-prefetch")
+    tasks = queue.SimpleQueue()
+
+    def work():
+        try:
+            while (task := tasks.get()) is not None:
+                future, function, argument = task
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(function(argument))
+                    except BaseException as error:  # handed to the thread that waits for it
+                        future.set_exception(error)
+        finally:
+            connections.close_all()  # this worker's own connection
+
+    def submit(function, argument) -> Future:
+        future = Future()
+        tasks.put((future, function, argument))
+        return future
+
+    workers = [threading.Thread(target=work, name=f"export-prefetch-{i}", daemon=True) for i in range(depth + 1)]
+    for worker in workers:
+        worker.start()
     try:
-        pending = pool.submit(fetch, first)
+        next_rows = submit(fetch_rows, first)
+        pending = deque()
         while True:
-            rows, cells, after = pending.result()
-            if after is not None:
-                pending = pool.submit(fetch, after)
-            yield rows, cells
-            if after is None:
+            while next_rows is not None and len(pending) < depth:
+                rows, after = next_rows.result()
+                pending.append((rows, submit(fetch_cells, rows)))
+                next_rows = submit(fetch_rows, after) if after is not None else None
+            if not pending:
                 return
+            rows, cells = pending.popleft()
+            yield rows, cells.result()
     finally:
-        pool.submit(connections.close_all).result()  # the worker's own connection
-        pool.shutdown()
+        for _ in workers:
+            tasks.put(None)
+        for worker in workers:
+            worker.join()
 
 
 def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_size: int = EXPORT_PAGE_SIZE,
@@ -133,15 +175,15 @@ def export_rows(comparison: Comparison, query: RowQuery | None = None, *, page_s
     window_fields = [f"in_window_{k}" for k in range(len(runs))]
     base = rows_queryset(comparison, query)
 
-    def fetch(after):
+    def fetch_rows(after):
         rows = list(rows_after(base, replace(query, after=after)).values_list(
             "id", "name", "input", "reference_output", *window_fields)[:page_size + 1])
-        following = rows[page_size - 1][0] if len(rows) > page_size else None
-        rows = rows[:page_size]
-        cells = _page_cells(cells_sql, cells_params, run_ids, [row[0] for row in rows]) if rows else {}
-        return rows, cells, following
+        return rows[:page_size], (rows[page_size - 1][0] if len(rows) > page_size else None)
 
-    for rows, cells in _prefetched(fetch, query.after):
+    def fetch_cells(rows):
+        return _page_cells(cells_sql, cells_params, run_ids, [row[0] for row in rows]) if rows else {}
+
+    for rows, cells in _prefetched(fetch_rows, fetch_cells, query.after):
         for datapoint_uuid, name, input, reference, *in_window in rows:
             datapoint_id = str(datapoint_uuid)
             created = uuid7_time(datapoint_uuid).isoformat()

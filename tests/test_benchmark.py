@@ -32,6 +32,7 @@ def test_tiny_benchmark_produces_every_key(tmp_path):
         assert results["runner_overhead_ratio"] == pytest.approx(results["runner_actual_s"] / results["runner_ideal_s"])
         assert results["export_rows"] == results["runs_compared"] * _rows_shown(results["runs_compared"])
         assert "rows_page1_ms" in out.getvalue() and "target" in out.getvalue()
+        assert 0 < results["filled_cells_page1"] and 0 < results["filled_cells_deep"] <= 100 * results["runs_compared"]
         _assert_generated_data_is_valid()
     finally:
         benchmark.drop_database(benchmark.database_name("tiny"), original)
@@ -82,6 +83,26 @@ def _assert_generated_data_is_valid():
             cursor.execute(f"""
                 SELECT count(*) FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id
                 WHERE {created} > {run_ms} OR d.staled_at <= {run_time}""")
+            assert cursor.fetchone()[0] == 0
+            # The kept tables, built set-based after the load, equal what the triggers would keep.
+            winning = """
+                SELECT i.run_id, w.metric, i.datapoint_id, w.value FROM (
+                    SELECT DISTINCT ON (f.inference_id, f.metric) f.inference_id, f.metric, f.value
+                    FROM comparisons_feedback f ORDER BY f.inference_id, f.metric, f.id DESC) w
+                JOIN comparisons_inference i ON i.id = w.inference_id
+                JOIN comparisons_datapoint d ON d.id = i.datapoint_id
+                WHERE comparisons_in_window(d.id, d.staled_at, i.run_id)"""
+            kept = "SELECT run_id, metric, datapoint_id, value FROM comparisons_windowscore"
+            cursor.execute(f"SELECT (SELECT count(*) FROM ({winning} EXCEPT {kept}) a), "
+                           f"(SELECT count(*) FROM ({kept} EXCEPT {winning}) b), (SELECT count(*) FROM ({kept}) c)")
+            missing, extra, total = cursor.fetchone()
+            assert (missing, extra) == (0, 0) and total > 0
+            cursor.execute("""
+                SELECT count(*) FROM comparisons_evaluationrun r
+                LEFT JOIN comparisons_runcoverage c ON c.run_id = r.id
+                WHERE coalesce(c.inferences, 0) <> (
+                    SELECT count(*) FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id
+                    WHERE i.run_id = r.id AND comparisons_in_window(d.id, d.staled_at, i.run_id))""")
             assert cursor.fetchone()[0] == 0
             cursor.execute("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'comparisons_%' AND tgenabled = 'D'")
             assert cursor.fetchone()[0] == 0  # triggers are back on after the load

@@ -198,3 +198,14 @@ def test_outside_a_transaction_pages_are_prefetched_on_a_second_connection_with_
     next(lines)
     lines.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("export-prefetch")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_on_a_prefetching_connection_reaches_the_export_and_stops_the_workers(setup, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(export, "_page_cells", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        list(export.export_rows(setup["comparison"], page_size=4))
+    assert not [t for t in threading.enumerate() if t.name.startswith("export-prefetch")]
