@@ -313,8 +313,10 @@ class Inference(models.Model):
     """One output of a run for one datapoint."""
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="inferences")
-    datapoint = models.ForeignKey(Datapoint, on_delete=models.PROTECT, related_name="inferences")
+    # No index of its own: the unique (run, datapoint) index below leads with the run.
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="inferences", db_index=False)
+    # Indexed by inference_datapoint_idx below.
+    datapoint = models.ForeignKey(Datapoint, on_delete=models.PROTECT, related_name="inferences", db_index=False)
     input = models.JSONField(null=True, blank=True, help_text="The input as sent to the function.")
     output = models.JSONField(null=True, blank=True)
     variant_name = models.CharField(max_length=200)
@@ -380,7 +382,8 @@ class Feedback(models.Model):
         HUMAN = "human", "Human"
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
-    inference = models.ForeignKey(Inference, on_delete=models.CASCADE, related_name="feedback")
+    # No index of its own: feedback_latest_idx below leads with the inference.
+    inference = models.ForeignKey(Inference, on_delete=models.CASCADE, related_name="feedback", db_index=False)
     metric = models.CharField(max_length=200)
     value = models.FloatField()
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.EVALUATOR)
