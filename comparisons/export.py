@@ -1,8 +1,9 @@
 """Exporting a comparison: exactly the page's rows and cells, one line per (datapoint, run).
 
-`export_lines()` walks the comparison with the page query itself (`queries.comparison_page`,
-keyset pages), so validation, the window rule, filters and sort are the page's, and memory stays
-flat however many rows: only one page is held at a time. `summary_lines()` gives one line per
+`export_rows()` walks the comparison with the page's rows query itself (`queries.rows_queryset`
+and its keyset cursor), so validation, the window rule, filters and sort are the page's, and memory
+stays flat however many rows: a few pages of 1,000 datapoints are held at a time (the one being
+written and up to two prefetched). `summary_lines()` gives one line per
 (run, metric) from `queries.comparison_stats`. The writers turn either into CSV or JSONL text.
 """
 
