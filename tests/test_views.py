@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from comparisons.ids import uuid7
-from comparisons.models import Feedback
+from comparisons.models import Feedback, PairedSummary
 from tests.factories import (
     DatapointFactory,
     EvaluationFactory,
@@ -194,6 +194,14 @@ def test_datapoint_page_shows_outputs_and_diffs(client_logged_in, setup):
 def test_correcting_a_metric_records_human_feedback_that_wins(client_logged_in, user, setup):
     datapoint = setup["datapoints"][0]
     inference = datapoint.inferences.get(run=setup["new"])
+    stats_url = reverse("comparison_stats", args=["qa"])
+    client_logged_in.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX)  # caches the paired Δ sums
+
+    def pair():
+        kept = PairedSummary.objects.get(baseline=setup["base"], run=setup["new"], metric="correct")
+        return kept.n, round(kept.total, 9), kept.higher, kept.lower, kept.same
+
+    before = pair()
     url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
     response = client_logged_in.post(url, {"inference_id": inference.id, "metric": "correct", "value": "1",
                                            "reason": "judge was wrong"}, **HTMX)
@@ -203,8 +211,14 @@ def test_correcting_a_metric_records_human_feedback_that_wins(client_logged_in, 
     assert "saved" in body and "judge was wrong" in body
     latest = Feedback.objects.filter(inference=inference, metric="correct").winning().get()
     assert (latest.value, latest.source, latest.created_by) == (1.0, "human", user)
-    stats = client_logged_in.get(reverse("comparison_stats", args=["qa"]), {"run_ids": setup["run_ids"]}, **HTMX)
+    stats = client_logged_in.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX)
     assert "50.8%" in stats.content.decode()  # 66 of 130 now
+    # The cached paired sums moved with the correction, to what a fresh pairing gives.
+    after = pair()
+    assert after != before and after[0] == before[0]
+    PairedSummary.objects.all().delete()
+    client_logged_in.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX)
+    assert pair() == after
 
 
 def test_correction_errors_are_clear(client_logged_in, setup):
