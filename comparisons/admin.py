@@ -3,9 +3,12 @@
 import json
 import re
 from datetime import timedelta
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import Count, Q, TextField
 from django.db.models.functions import Cast, Coalesce
 from django.http import HttpResponseRedirect
@@ -27,6 +30,26 @@ from comparisons.models import (
 )
 
 UUID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+
+
+class EstimatedCountPaginator(Paginator):
+    """Exact counts, except for a whole table of more than `threshold` rows: there PostgreSQL's own
+    estimate (pg_class.reltuples, kept by ANALYZE) stands in, because counting millions of feedback
+    rows for the page links takes seconds. Searches and filters are always counted exactly."""
+
+    threshold = 100_000
+
+    @cached_property
+    def count(self):
+        queryset = self.object_list
+        if getattr(queryset, "query", None) is not None and not queryset.query.where:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                               [queryset.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] > self.threshold:
+                return row[0]
+        return super().count
 
 
 def pretty_json(value) -> str:
@@ -298,6 +321,8 @@ class InferenceAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
     search_fields = ["variant_name", "error"]
     list_select_related = ["run", "run__evaluation"]
     raw_id_fields = ["run", "datapoint"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False  # "n of N" would count the whole table on every filtered page
     readonly_fields = ["id", "input_pretty", "output_pretty", "tags_pretty"]
     fields = ["id", "run", "datapoint", "variant_name", "variant_pinned", "latency_ms", "input_tokens",
               "output_tokens", "cost", "error", "input_pretty", "output_pretty", "tags_pretty"]
@@ -335,6 +360,8 @@ class FeedbackAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
     raw_id_fields = ["inference", "created_by"]
     readonly_fields = ["id", "created"]
     list_select_related = ["created_by"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)  # feedback only appends

@@ -134,3 +134,24 @@ def test_evaluator_inline_shows_on_evaluation(admin_client_logged_in, data):
     response = admin_client_logged_in.get(reverse("admin:comparisons_evaluation_change", args=[data["evaluation"].pk]))
     assert Evaluator.objects.filter(evaluation=data["evaluation"]).count() == 1
     assert 'name="evaluators-0-name"' in response.content.decode()
+
+
+def test_a_whole_big_table_shows_postgresqls_estimate_and_filters_count_exactly(admin_client_logged_in, data,
+                                                                                  monkeypatch):
+    from django.db import connection
+
+    from comparisons.admin import EstimatedCountPaginator
+
+    for value in (0, 1, 1):
+        FeedbackFactory(inference=data["inference"], metric="correct", value=value)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE comparisons_feedback")  # the estimate is now the 4 rows above
+    FeedbackFactory(inference=data["inference"], metric="correct", value=0, source="human")  # not in it
+    monkeypatch.setattr(EstimatedCountPaginator, "threshold", 0)  # "big" from one row, for the test
+    url = reverse("admin:comparisons_feedback_changelist")
+    whole = admin_client_logged_in.get(url)
+    assert whole.status_code == 200 and whole.context["cl"].result_count == 4  # estimate: 5 exist
+    human = admin_client_logged_in.get(url, {"source__exact": "human"})
+    assert human.context["cl"].result_count == 1  # filtered: counted exactly
+    monkeypatch.setattr(EstimatedCountPaginator, "threshold", 100_000)
+    assert admin_client_logged_in.get(url).context["cl"].result_count == Feedback.objects.count() == 5
