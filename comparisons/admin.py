@@ -313,11 +313,38 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
         return HttpResponseRedirect(f"{url}?{urlencode({'run_ids': ','.join(str(r.id) for r in runs)})}")
 
 
+class ValuesFromFilter(admin.SimpleListFilter):
+    """Choices from a small table instead of SELECT DISTINCT over millions of rows (Django's default
+    for a text field): variants from runs, metrics from evaluators."""
+
+    source = None  # (model, field) the choices come from
+
+    def lookups(self, request, model_admin):
+        model, field = self.source
+        values = model.objects.order_by(field).values_list(field, flat=True).distinct()
+        return [(value, value) for value in values]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() else queryset
+
+
+class VariantFilter(ValuesFromFilter):
+    title = "variant"
+    parameter_name = "variant_name"
+    source = (EvaluationRun, "variant_name")
+
+
+class MetricFilter(ValuesFromFilter):
+    title = "metric"
+    parameter_name = "metric"
+    source = (Evaluator, "name")
+
+
 @admin.register(Inference)
 class InferenceAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
     list_display = ["short_id", "run", "variant_name", "variant_pinned", "datapoint_short", "latency_ms",
                     "has_error"]
-    list_filter = ["run__evaluation", "variant_name", "variant_pinned", ("error", admin.EmptyFieldListFilter)]
+    list_filter = ["run__evaluation", VariantFilter, "variant_pinned", ("error", admin.EmptyFieldListFilter)]
     search_fields = ["variant_name", "error"]
     list_select_related = ["run", "run__evaluation"]
     raw_id_fields = ["run", "datapoint"]
@@ -355,7 +382,7 @@ class InferenceAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
 @admin.register(Feedback)
 class FeedbackAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
     list_display = ["short_id", "metric", "value", "source", "created", "inference_short", "created_by"]
-    list_filter = ["source", "metric", "inference__run__evaluation"]
+    list_filter = ["source", MetricFilter, "inference__run__evaluation"]
     search_fields = ["metric", "reason"]
     raw_id_fields = ["inference", "created_by"]
     readonly_fields = ["id", "created"]

@@ -103,7 +103,9 @@ class InferenceFactory(factory.django.DjangoModelFactory):
         model = Inference
 
     run = factory.SubFactory(RunFactory)
-    datapoint = factory.LazyAttribute(lambda o: DatapointFactory(evaluation=o.run.evaluation))
+    # By default a datapoint that was in the dataset when the run ran (created at its run time).
+    datapoint = factory.LazyAttribute(lambda o: DatapointFactory(evaluation=o.run.evaluation,
+                                                                 created=o.run.started_at))
     id = factory.LazyAttribute(lambda o: uuid7(o.run.started_at))
     variant_name = factory.LazyAttribute(lambda o: o.run.variant_name)
     input = factory.LazyAttribute(lambda o: o.datapoint.input)
