@@ -155,3 +155,17 @@ def test_a_whole_big_table_shows_postgresqls_estimate_and_filters_count_exactly(
     assert human.context["cl"].result_count == 1  # filtered: counted exactly
     monkeypatch.setattr(EstimatedCountPaginator, "threshold", 100_000)
     assert admin_client_logged_in.get(url).context["cl"].result_count == Feedback.objects.count() == 5
+
+
+def test_variant_and_metric_filters_offer_known_names_and_filter(admin_client_logged_in, data):
+    EvaluatorFactory(evaluation=data["evaluation"], name="quality", value_type="float")
+    other = InferenceFactory(run=RunFactory(evaluation=data["evaluation"], variant_name="gpt-large"))
+    FeedbackFactory(inference=other, metric="quality", value=0.5)
+    inferences = reverse("admin:comparisons_inference_changelist")
+    page = admin_client_logged_in.get(inferences)
+    assert "gpt-large" in page.content.decode() and "gpt-small" in page.content.decode()
+    assert [i.id for i in admin_client_logged_in.get(inferences, {"variant_name": "gpt-large"})
+            .context["cl"].result_list] == [other.id]
+    feedback = reverse("admin:comparisons_feedback_changelist")
+    assert [f.metric for f in admin_client_logged_in.get(feedback, {"metric": "quality"})
+            .context["cl"].result_list] == ["quality"]
