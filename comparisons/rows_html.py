@@ -18,6 +18,7 @@ from comparisons.queries import Cell, Comparison, ComparisonPage
 from comparisons.templatetags.comparisons import as_text, is_long, metric_value, pass_class, signed
 
 PLACEHOLDER_ID = "00000000-0000-0000-0000-000000000000"
+NO_SCORE = '<td class="num"><span class="muted">–</span></td>'
 NOTES = {Cell.OUT_OF_WINDOW: "not in dataset at run time", Cell.MISSING: "missing — no inference for this datapoint"}
 
 
@@ -54,12 +55,13 @@ def _datapoint_cell(row, rowspan: int, href: str) -> str:
 
 def _score(evaluator, score) -> str:
     if score is None:
-        return '<td class="num"><span class="muted">–</span></td>'
-    html = (f'<td class="num"><span class="value {pass_class(score.passes)}" title="{escape(score.reason)}">'
+        return NO_SCORE
+    reason = escape(score.reason) if score.reason else ""  # mostly empty: skip the escaping
+    html = (f'<td class="num"><span class="value {pass_class(score.passes)}" title="{reason}">'
             f'{metric_value(score.value, evaluator)}</span>')
     if score.human:
-        reason = f": {escape(score.reason)}" if score.reason else ""
-        html += f'<span class="human" title="Corrected by a human{reason}">✎</span>'
+        suffix = f": {reason}" if reason else ""
+        html += f'<span class="human" title="Corrected by a human{suffix}">✎</span>'
     if score.vs_baseline == 1:
         html += ' <span class="arrow up" title="better than the baseline">▲</span>'
     elif score.vs_baseline == -1:

@@ -243,3 +243,21 @@ def test_run_page(client_logged_in, setup):
     body = client_logged_in.get(reverse("run_detail", args=[setup["new"].id])).content.decode()
     assert "candidate-v2" in body and "Latency p50 / p95 / p99" in body and "120 / 120 / 120 ms" in body
     assert f"?run_ids={setup['base'].id},{setup['new'].id}" in body  # compare with the previous run
+
+
+def test_rows_show_values_pass_fail_arrows_and_human_corrections(client_logged_in, setup):
+    newest = setup["datapoints"][-1]  # dp-129: odd, so candidate-v2 got it right too
+    inference = newest.inferences.get(run=setup["new"])
+    Feedback.objects.record(inference, "similarity", 0.2, source="human", reason='too "vague" <b>')
+    body = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}, **HTMX,
+                                HTTP_HX_TARGET="load-more").content.decode()
+    group = body[body.index(f'id="row-{newest.id}"'):]
+    group = group[:group.index("</tbody>")]
+    base_row, new_row = group.split('<tr class="cell-ok">')[1:]
+    assert '<span class="value pass" title="">true</span>' in base_row  # boolean, passes
+    assert '<span class="value pass" title="">0.800</span>' in base_row  # 0.8 ≥ cutoff 0.5
+    assert "arrow" not in base_row  # the baseline has nothing to be compared with
+    assert ('<span class="value fail" title="too &quot;vague&quot; &lt;b&gt;">0.200</span>'
+            '<span class="human" title="Corrected by a human: too &quot;vague&quot; &lt;b&gt;">✎</span>'
+            ' <span class="arrow down" title="worse than the baseline">▼</span>') in new_row
+    assert "answer 129 from candidate-v2" in new_row and "120 ms" in new_row
