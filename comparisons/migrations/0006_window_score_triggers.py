@@ -16,6 +16,8 @@ score, or the writer sees the filled row and adjusts it — a score is never los
 
 from django.db import migrations
 
+from comparisons.migrations._sql import previous_definition
+
 FORWARD = """
 CREATE FUNCTION comparisons_score_changed(r uuid, m text, d uuid, old double precision, new double precision)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -147,49 +149,13 @@ $$;
 SELECT comparisons_refresh_all_scores();
 """
 
-BACKWARD = """
+BACKWARD = f"""
 DROP FUNCTION IF EXISTS comparisons_refresh_all_scores();
 DROP TRIGGER IF EXISTS comparisons_inference_forget ON comparisons_inference;
 DROP FUNCTION IF EXISTS comparisons_inference_forget();
-CREATE OR REPLACE FUNCTION comparisons_datapoint_restale() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    run uuid;
-BEGIN
-    FOR run IN
-        SELECT DISTINCT i.run_id FROM comparisons_inference i WHERE i.datapoint_id = NEW.id
-        AND comparisons_in_window(NEW.id, OLD.staled_at, i.run_id)
-            <> comparisons_in_window(NEW.id, NEW.staled_at, i.run_id)
-    LOOP
-        PERFORM comparisons_refresh_run_summary(run);
-    END LOOP;
-    RETURN NEW;
-END $$;
-CREATE OR REPLACE FUNCTION comparisons_feedback_summarise() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    run uuid;
-    datapoint uuid;
-    staled timestamptz;
-    previous_id uuid;
-    previous_value double precision;
-BEGIN
-    SELECT i.run_id, i.datapoint_id, d.staled_at INTO run, datapoint, staled
-    FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id
-    WHERE i.id = NEW.inference_id;
-    IF NOT FOUND OR NOT comparisons_in_window(datapoint, staled, run) THEN
-        RETURN NEW;
-    END IF;
-    SELECT f.id, f.value INTO previous_id, previous_value FROM comparisons_feedback f
-    WHERE f.inference_id = NEW.inference_id AND f.metric = NEW.metric ORDER BY f.id DESC LIMIT 1;
-    IF previous_id IS NOT NULL AND previous_id > NEW.id THEN
-        RETURN NEW;
-    END IF;
-    INSERT INTO comparisons_runmetricsummary AS s (run_id, metric, n, total, total_sq)
-    VALUES (run, NEW.metric, CASE WHEN previous_id IS NULL THEN 1 ELSE 0 END,
-            NEW.value - coalesce(previous_value, 0), NEW.value * NEW.value - coalesce(previous_value ^ 2, 0))
-    ON CONFLICT (run_id, metric) DO UPDATE
-        SET n = s.n + excluded.n, total = s.total + excluded.total, total_sq = s.total_sq + excluded.total_sq;
-    RETURN NEW;
-END $$;
+{previous_definition("0004_run_metric_summary_triggers", "comparisons_datapoint_restale")}
+{previous_definition("0004_run_metric_summary_triggers", "comparisons_feedback_summarise")}
+DROP FUNCTION IF EXISTS comparisons_score_changed(uuid, text, uuid, double precision, double precision);
 """
 
 

@@ -2,8 +2,9 @@
 
 `inference.run_id` is the first column of the unique (run, datapoint) index, `feedback.inference_id`
 the first column of feedback_latest_idx, and `inference.datapoint_id` has inference_datapoint_idx:
-the copies cost space and every insert, and tempted the planner into bitmap scans of a whole run. Only the indexes go; the constraints stay as they are
-(Django's AlterField would drop and re-validate them over every row).
+the copies cost space and every insert, and tempted the planner into bitmap scans of a whole run.
+Only the indexes go; the constraints stay as they are (Django's AlterField would drop and
+re-validate them over every row).
 """
 
 import django.db.models.deletion
