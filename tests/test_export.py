@@ -209,3 +209,19 @@ def test_a_failure_on_a_prefetching_connection_reaches_the_export_and_stops_the_
     with pytest.raises(RuntimeError, match="went away"):
         list(export.export_rows(setup["comparison"], page_size=4))
     assert not [t for t in threading.enumerate() if t.name.startswith("export-prefetch")]
+
+
+@pytest.mark.parametrize("output", [
+    NASTY, 'back\\slash, tab\t, bell\x07, escape\x1b, delete\x7f, "quotes", line\u2028separator', 12.5, 100000,
+    True, None, {"answer": NASTY, "n": [1, 2.5, None]}, ["a", {"b": "c\n"}],
+])
+def test_outputs_are_exported_as_compact_json_exactly_as_python_writes_it(setup, output):
+    inference = InferenceFactory(run=setup["new"], output=output,
+                                 datapoint=DatapointFactory(evaluation=setup["evaluation"], created=at(180)))
+    line = next(line for line in export.export_lines(setup["comparison"]) if line["inference_id"] == str(inference.id))
+    compact = {"ensure_ascii": False, "separators": (",", ":")}
+    if isinstance(output, (dict, list)):  # jsonb keeps objects' keys in its own order
+        assert json.loads(line["output"]) == output
+        assert line["output"] == json.dumps(json.loads(line["output"]), **compact)
+    else:  # scalars come straight from PostgreSQL's text: byte for byte what Python writes
+        assert line["output"] == (None if output is None else json.dumps(output, **compact))
