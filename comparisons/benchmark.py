@@ -250,7 +250,7 @@ def load(scale_name: str, *, seed: int = 20261122, progress: bool = True) -> dic
         # The score triggers were off during COPY: build WindowScore and the running sums set-based,
         # with WindowScore's foreign keys checked once afterwards rather than row by row.
         restore = _save_and_drop_indexes(cursor, ["comparisons_windowscore"])
-        cursor.execute("SELECT comparisons_refresh_all_scores()")
+        cursor.execute("SELECT comparisons_refresh_scores(NULL)")
         for statement in restore:
             cursor.execute(statement)
         # VACUUM too: it sets the visibility map, so index-only scans skip the heap (autovacuum would).

@@ -19,7 +19,14 @@ from dataclasses import replace
 from django.db import connection, connections
 
 from comparisons.ids import uuid7_time
-from comparisons.queries import Comparison, RowQuery, comparison_stats, rows_after, rows_queryset
+from comparisons.queries import (
+    WINNING_FEEDBACK_SQL,
+    Comparison,
+    RowQuery,
+    comparison_stats,
+    rows_after,
+    rows_queryset,
+)
 
 EXPORT_PAGE_SIZE = 1000
 BASE_COLUMNS = [
@@ -55,10 +62,7 @@ FROM unnest(%(datapoints)s::uuid[]) AS page (datapoint_id)
 CROSS JOIN unnest(%(runs)s::uuid[]) AS selected (run_id)
 JOIN comparisons_inference i ON i.run_id = selected.run_id AND i.datapoint_id = page.datapoint_id
 LEFT JOIN LATERAL (
-    SELECT {pivot} FROM (
-        SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source FROM comparisons_feedback f
-        WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
-    ) winners
+    SELECT {pivot} FROM ({winning}) winners
 ) w ON true
 """
 
@@ -73,7 +77,7 @@ def _cells_query(metrics: list[str]) -> tuple[str, dict]:
                       f"max(winners.source) FILTER (WHERE winners.metric = %(metric{j})s) AS source{j}"
                       for j in range(len(metrics))) or "NULL"
     sql = CELLS_SQL.format(scores="".join(f", w.value{j}, w.source{j}" for j in range(len(metrics))),
-                           pivot=pivot)
+                           pivot=pivot, winning=WINNING_FEEDBACK_SQL.format(inference="i.id"))
     return sql, {f"metric{j}": metric for j, metric in enumerate(metrics)}
 
 

@@ -5,12 +5,15 @@ old one, `Datapoint.retire()` only stales. Feedback only ever appends; for each 
 the row with the greatest id wins. Every time-carrying id is a UUIDv7 (see `ids.py`).
 """
 
+import math
 from datetime import datetime
+from decimal import Decimal, localcontext
+from fractions import Fraction
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -74,15 +77,40 @@ class DatapointQuerySet(models.QuerySet):
         return self.order_by("-id")
 
 
-def window_q(when: datetime, prefix: str = "") -> Q:
-    """The run-time window of DESIGN.md as a Q on a datapoint (reached through `prefix`).
+def window_bounds(when: datetime):
+    """The run-time window of DESIGN.md, stated once: a datapoint is in the window of a run at `when`
+    iff its id <= the first bound and its staled_at is null or > the second.
 
-    time(id) <= when  and  (staled_at is null  or  staled_at > when); time is compared at the
-    millisecond, so `id <= uuid7_max(when)` is exact and uses the (dataset, function, id) index.
+    time(id) <= when is compared at the millisecond (a UUIDv7 carries milliseconds), so the greatest
+    UUIDv7 of `when`'s millisecond is an exact id bound, and one that the (dataset, function, id)
+    index can use. `window_q` (ORM) and `in_window` (Python) are built from these bounds; the SQL
+    function comparisons_in_window states the same rule, and tests/test_window_rule.py proves all agree.
     """
-    return Q(**{f"{prefix}id__lte": uuid7_max(when)}) & (
-        Q(**{f"{prefix}staled_at__isnull": True}) | Q(**{f"{prefix}staled_at__gt": when})
+    return uuid7_max(when), when
+
+
+def window_q(when: datetime, prefix: str = "") -> Q:
+    """The run-time window as a Q on a datapoint (reached through `prefix`)."""
+    last_id, staled_after = window_bounds(when)
+    return Q(**{f"{prefix}id__lte": last_id}) & (
+        Q(**{f"{prefix}staled_at__isnull": True}) | Q(**{f"{prefix}staled_at__gt": staled_after})
     )
+
+
+def in_window(datapoint_id, staled_at: datetime | None, when: datetime) -> bool:
+    """The run-time window for one datapoint, in Python."""
+    last_id, staled_after = window_bounds(when)
+    return datapoint_id <= last_id and (staled_at is None or staled_at > staled_after)
+
+
+def lock_kept_tables(dataset_id: int) -> None:
+    """Take the dataset's kept-table lock (comparisons_lock_dataset) for the rest of the transaction.
+
+    The triggers take it too; a writer that row-locks datapoints first (an edit) takes it before,
+    so that it never waits for the lock while holding a row another writer needs.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT comparisons_lock_dataset(%s)", [dataset_id])
 
 
 class DatapointStaledError(Exception):
@@ -142,6 +170,7 @@ class Datapoint(models.Model):
         if unknown:
             raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a datapoint")
         with transaction.atomic():
+            lock_kept_tables(self.dataset_id)
             current = Datapoint.objects.select_for_update().get(pk=self.pk)
             if current.staled_at is not None:
                 raise DatapointStaledError(f"datapoint {self.pk} was already edited or deleted")
@@ -161,6 +190,7 @@ class Datapoint(models.Model):
     def retire(self, *, when: datetime | None = None) -> None:
         """Delete: stale this version; it stays visible to runs made before `when` (default now)."""
         with transaction.atomic():
+            lock_kept_tables(self.dataset_id)
             current = Datapoint.objects.select_for_update().get(pk=self.pk)
             if current.staled_at is not None:
                 raise DatapointStaledError(f"datapoint {self.pk} was already edited or deleted")
@@ -220,6 +250,10 @@ class Evaluator(models.Model):
     value_type = models.CharField(max_length=10, choices=ValueType.choices)
     optimize = models.CharField(max_length=3, choices=Optimize.choices, default=Optimize.MAX)
     cutoff = models.FloatField(null=True, blank=True, help_text="The run fails CI when its mean misses this.")
+    min_value = models.FloatField(
+        null=True, blank=True, help_text="The smallest value a score may take (empty: no bound). Left empty for "
+        "both bounds, scorers with a known range get it (0–1).")
+    max_value = models.FloatField(null=True, blank=True, help_text="The largest value a score may take.")
     config = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -230,6 +264,36 @@ class Evaluator(models.Model):
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        if self.min_value is None and self.max_value is None:
+            self.min_value, self.max_value = default_range(self.kind, self.value_type)
+        super().save(*args, **kwargs)
+
+    def clean(self):
+        for name in ("min_value", "max_value", "cutoff"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValidationError({name: "Enter a finite number."})
+        if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
+            raise ValidationError({"max_value": "The largest value must not be below the smallest."})
+
+    def value_problem(self, value) -> str | None:
+        """Why `value` cannot be a score of this metric, or None when it can: the one rule that the
+        correction form, the runner, the import and the admin apply (the database applies it too,
+        in comparisons_feedback_check)."""
+        if isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return f"'{self.name}' takes a finite number, not {value!r}."
+        if self.is_boolean and value not in (0, 1):
+            return f"'{self.name}' is boolean: the value must be 0 or 1, not {value:g}."
+        low, high = self.min_value, self.max_value
+        if (low is not None and value < low) or (high is not None and value > high):
+            shown_low = "−∞" if low is None else f"{low:g}"
+            shown_high = "∞" if high is None else f"{high:g}"
+            return f"'{self.name}' takes values from {shown_low} to {shown_high}; {value:g} is outside that range."
+        return None
 
     @property
     def is_boolean(self) -> bool:
@@ -254,6 +318,17 @@ class Evaluator(models.Model):
             return 0
         improved = value > baseline if self.optimize == "max" else value < baseline
         return 1 if improved else -1
+
+
+BOUNDED_KINDS = {"exact_match", "contains", "regex", "json_valid", "json_match", "levenshtein", "bleu", "rouge_l"}
+
+
+def default_range(kind: str, value_type: str) -> tuple[float | None, float | None]:
+    """The value range an evaluator gets when it declares none: 0–1 for booleans and for the built-in
+    scorers whose scores are fractions; none for LLM judges and custom scorers."""
+    if value_type == "boolean" or kind in BOUNDED_KINDS:
+        return 0.0, 1.0
+    return None, None
 
 
 class EvaluationRunQuerySet(models.QuerySet):
@@ -397,6 +472,11 @@ class Feedback(models.Model):
 
     class Meta:
         verbose_name_plural = "feedback"
+        constraints = [
+            # NaN or ±inf would poison every sum; comparisons_feedback_check says why when it refuses.
+            models.CheckConstraint(condition=Q(value__gt=float("-inf")) & Q(value__lt=float("inf")),
+                                   name="feedback_value_finite"),
+        ]
         indexes = [
             # Latest feedback per (inference, metric): an index-only descent to the greatest id.
             models.Index(fields=["inference", "metric", "-id"], include=["value", "source"],
@@ -424,43 +504,68 @@ class Feedback(models.Model):
             raise ValidationError(
                 {"metric": f"'{self.metric}' is not an evaluator of this run's evaluation (it has: {names})."}
             )
-        if evaluator.is_boolean and self.value not in (0, 1, 0.0, 1.0, True, False):
-            raise ValidationError({"value": f"'{self.metric}' is boolean: the value must be 0 or 1."})
+        problem = evaluator.value_problem(self.value)
+        if problem:
+            raise ValidationError({"value": problem})
+
+
+class ExactSum(models.Field):
+    """A PostgreSQL `numeric` with no precision limit, read as Decimal: a sum of floats that adding and
+    taking away values never rounds, so a running sum equals a fresh one whatever the order."""
+
+    description = "Exact sum (numeric)"
+
+    def db_type(self, connection):
+        return "numeric"
+
+    def from_db_value(self, value, expression, connection):
+        return value
+
+    def to_python(self, value):
+        return value if value is None or isinstance(value, Decimal) else Decimal(str(value))
 
 
 class RunningSums(models.Model):
-    """n, Σ value and Σ value²: enough for a mean and a sample standard deviation, and cheap to
-    adjust when one value comes, changes or goes."""
+    """n, Σ value and Σ value² (exact): enough for a mean and a sample standard deviation, and cheap
+    to adjust when one value comes, changes or goes. Only the database's triggers write them."""
 
     n = models.IntegerField(default=0)
-    total = models.FloatField(default=0)
-    total_sq = models.FloatField(default=0)
+    total = ExactSum(default=Decimal(0))
+    total_sq = ExactSum(default=Decimal(0))
 
     class Meta:
         abstract = True
 
     @property
     def mean(self) -> float | None:
-        return self.total / self.n if self.n else None
+        if not self.n:
+            return None
+        with localcontext(prec=40):
+            return float(Decimal(self.total) / self.n)
 
     @property
     def stddev(self) -> float | None:
-        """Sample standard deviation from the running sums (clamped at 0 against rounding)."""
+        """Sample standard deviation, computed exactly from the sums and rounded once at the end."""
         if self.n < 2:
             return None
-        variance = (self.total_sq - self.total * self.total / self.n) / (self.n - 1)
-        return max(variance, 0.0) ** 0.5
+        total, total_sq = Fraction(self.total), Fraction(self.total_sq)
+        variance = (self.n * total_sq - total * total) / (self.n * (self.n - 1))
+        with localcontext(prec=40):
+            return float((Decimal(variance.numerator) / Decimal(variance.denominator)).sqrt())
 
 
 class RunMetricSummary(RunningSums):
     """Running totals of each run's winning scores per metric, inside the run's window.
 
-    Maintained by database triggers (migrations 0004 and 0005) as feedback arrives, so statistics and
+    Maintained by database triggers (comparisons/sql/) as feedback arrives, so statistics and
     run headlines read one row instead of scanning every score.
     """
 
-    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="metric_summaries")
+    # DO_NOTHING here, ON DELETE CASCADE in the database (migration 0009), for every kept table: Django
+    # deletes feedback and inferences first, whose triggers take their scores out, then the run.
+    run = models.ForeignKey(EvaluationRun, on_delete=models.DO_NOTHING, related_name="metric_summaries")
     metric = models.CharField(max_length=200)
+    overrides = models.IntegerField(default=0, db_default=0, help_text="Winning scores that are human corrections.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "metric"], name="run_metric_summary_unique")]
@@ -472,18 +577,20 @@ class RunMetricSummary(RunningSums):
 class WindowScore(models.Model):
     """The winning score of each (run, metric, datapoint) that counts: inside the run's window.
 
-    A copy of what `Feedback.objects.winning()` gives, kept by database triggers (migration 0005)
-    as feedback arrives, windows change or inferences go, so statistics pair runs with index-ordered
-    joins and Δ sorting joins instead of searching feedback per row. Never written by Python.
+    A copy of what `Feedback.objects.winning()` gives, kept by database triggers
+    (comparisons/sql/comparisons_rescore.sql) as feedback arrives, windows change or inferences go,
+    so statistics pair runs with index-ordered joins and Δ sorting joins instead of searching
+    feedback per row. Never written by Python.
     """
 
     pk = models.CompositePrimaryKey("run", "metric", "datapoint")
-    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    run = models.ForeignKey(EvaluationRun, on_delete=models.DO_NOTHING, related_name="+", db_index=False)
     metric = models.CharField(max_length=200)
     # No index of its own: datapoints with scores have inferences, which PROTECT them from deletion.
-    datapoint = models.ForeignKey(Datapoint, on_delete=models.CASCADE, related_name="window_scores",
+    datapoint = models.ForeignKey(Datapoint, on_delete=models.DO_NOTHING, related_name="window_scores",
                                   db_index=False)
     value = models.FloatField()
+    human = models.BooleanField(default=False, db_default=False, help_text="The winning score is a human's.")
 
     def __str__(self):
         return f"{self.metric}={self.value:g} of {self.run_id} on {self.datapoint_id}"
@@ -494,11 +601,11 @@ class PairedSummary(RunningSums):
     both scored inside their windows: the comparison's paired Δ without re-pairing whole windows.
 
     Filled the first time a comparison asks for a pair (`queries.paired_summaries`), then kept exact
-    by the same triggers as WindowScore; advisory locks order the first fill against concurrent feedback.
+    by the same triggers as WindowScore; the dataset's kept-table lock orders the fill against writers.
     """
 
-    baseline = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+")
-    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="+")
+    baseline = models.ForeignKey(EvaluationRun, on_delete=models.DO_NOTHING, related_name="+")
+    run = models.ForeignKey(EvaluationRun, on_delete=models.DO_NOTHING, related_name="+")
     metric = models.CharField(max_length=200)
     higher = models.IntegerField(default=0)  # datapoints where the run's value is above the baseline's
     lower = models.IntegerField(default=0)
@@ -514,11 +621,11 @@ class PairedSummary(RunningSums):
 class RunCoverage(models.Model):
     """How many of a run's inferences are inside its window, failed, or had the variant pinned.
 
-    Kept by statement-level triggers on inferences and by the datapoint restale trigger (migration
-    0007), so statistics and every page's pinned markers read a row instead of counting inferences.
+    Kept by statement-level triggers on inferences and by the datapoint restale trigger
+    (comparisons/sql/), so statistics and every page's pinned markers read a row instead of counting inferences.
     """
 
-    run = models.OneToOneField(EvaluationRun, on_delete=models.CASCADE, primary_key=True, related_name="coverage")
+    run = models.OneToOneField(EvaluationRun, on_delete=models.DO_NOTHING, primary_key=True, related_name="coverage")
     inferences = models.IntegerField(default=0)
     errors = models.IntegerField(default=0)
     pinned = models.IntegerField(default=0)

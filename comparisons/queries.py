@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cached_property, reduce
 from operator import or_
 
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
     BooleanField,
@@ -48,6 +48,8 @@ from comparisons.models import (
     PairedSummary,
     RunCoverage,
     RunMetricSummary,
+    in_window,
+    lock_kept_tables,
     window_q,
 )
 from comparisons.stats import Interval, metric_interval, wald_interval
@@ -402,19 +404,35 @@ def rows_after(qs, query: RowQuery):
                      | Q(delta__isnull=True))
 
 
+# The winning feedback of an inference, per metric: the greatest id wins (DESIGN.md). The one
+# statement of that rule for reading scores: the page's cells, the datapoint page and the export use
+# it (the database's kept tables use comparisons_rescore, which tests/test_cells.py checks against it).
+WINNING_FEEDBACK_SQL = """
+    SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source, f.reason FROM comparisons_feedback f
+    WHERE f.inference_id = {inference} ORDER BY f.metric, f.id DESC
+"""
+
 # A row's cells as JSON, computed in the rows query itself: one round trip a page. Per selected
 # run's inference (unique index on (run, datapoint)): its fields and its winning feedback per metric
 # (`feedback_latest_idx`, DISTINCT ON). PostgreSQL evaluates it only for the rows the LIMIT keeps.
 CELLS_JSON_SQL = """(
     SELECT json_agg(json_build_array(i.run_id, i.id, i.output, i.error, i.latency_ms, (
-        SELECT json_agg(json_build_array(w.metric, w.value, w.source, w.reason)) FROM (
-            SELECT DISTINCT ON (f.metric) f.metric, f.value, f.source, f.reason FROM comparisons_feedback f
-            WHERE f.inference_id = i.id ORDER BY f.metric, f.id DESC
-        ) w
+        SELECT json_agg(json_build_array(w.metric, w.value, w.source, w.reason)) FROM (""" + \
+    WINNING_FEEDBACK_SQL.format(inference="i.id") + """) w
     )))::text
     FROM comparisons_inference i
     WHERE i.datapoint_id = comparisons_datapoint.id AND i.run_id = ANY(%s::uuid[])
 )"""
+
+
+def make_cell(run: SelectedRun, inside: bool, inference, scores: dict) -> Cell:
+    """The cell of one run on one datapoint, the same on every page: outside the run's window it shows
+    no scores (they do not count), in the window it is missing, an error or ok."""
+    if not inside:
+        return Cell(run, Cell.OUT_OF_WINDOW, inference)
+    if inference is None:
+        return Cell(run, Cell.MISSING)
+    return Cell(run, Cell.ERROR if inference.error is not None else Cell.OK, inference, scores)
 
 
 def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> ComparisonPage:
@@ -445,28 +463,22 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
                 evaluator = evaluators.get(metric)
                 scores[metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
             found[run_uuid] = (CellOutput(inference_id, run_uuid, output, error, latency), scores)
-        cells = []
-        for i, run in enumerate(comparison.runs):
-            inference, scores = found.get(run.id, (None, {}))
-            if not getattr(datapoint, f"in_window_{i}"):
-                cells.append(Cell(run, Cell.OUT_OF_WINDOW, inference))
-            elif inference is None:
-                cells.append(Cell(run, Cell.MISSING))
-            else:
-                state = Cell.ERROR if inference.error is not None else Cell.OK
-                cells.append(Cell(run, state, inference, scores))
+        cells = [make_cell(run, getattr(datapoint, f"in_window_{i}"), *found.get(run.id, (None, {})))
+                 for i, run in enumerate(comparison.runs)]
         _mark_vs_baseline(comparison, cells)
         rows.append(Row(datapoint, cells, getattr(datapoint, "delta", None)))
     return ComparisonPage(comparison, query, rows, next_after)
 
 
 def winning_scores(comparison: Comparison, inference_ids) -> dict[uuid.UUID, dict[str, Score]]:
-    """The winning feedback per (inference, metric) for these inferences, in one DISTINCT ON query."""
+    """The winning feedback per (inference, metric) for these inferences, in one query."""
     evaluators = {e.name: e for e in comparison.evaluators}
     scores: dict[uuid.UUID, dict[str, Score]] = defaultdict(dict)
-    winning = (Feedback.objects.filter(inference_id__in=list(inference_ids))
-               .order_by("inference_id", "metric", "-id").distinct("inference_id", "metric")
-               .values_list("inference_id", "metric", "value", "source", "reason"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT i.id, w.metric, w.value, w.source, w.reason FROM unnest(%s::uuid[]) AS i (id) "
+                       f"CROSS JOIN LATERAL ({WINNING_FEEDBACK_SQL.format(inference='i.id')}) w",
+                       [list(inference_ids)])
+        winning = cursor.fetchall()
     for inference_id, metric, value, source, reason in winning:
         evaluator = evaluators.get(metric)
         scores[inference_id][metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
@@ -578,8 +590,6 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
     return ComparisonStats(comparison, coverage, metrics)
 
 
-PAIR_LOCK_CLASS = 7301  # advisory lock class shared with the triggers of migration 0006
-
 FILL_PAIRS_SQL = """
 INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same)
 SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesce(a.total, 0),
@@ -587,9 +597,10 @@ SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesc
 FROM unnest(%(runs)s::uuid[]) AS wanted_run (run_id)
 CROSS JOIN unnest(%(metrics)s::text[]) AS wanted (metric)
 LEFT JOIN (
-    SELECT s.run_id, s.metric, count(*) AS n, sum(s.value - b.value) AS total,
-           sum((s.value - b.value) ^ 2) AS total_sq, count(*) FILTER (WHERE s.value > b.value) AS higher,
-           count(*) FILTER (WHERE s.value < b.value) AS lower, count(*) FILTER (WHERE s.value = b.value) AS same
+    SELECT s.run_id, s.metric, count(*) AS n, sum(s.value::numeric - b.value::numeric) AS total,
+           sum((s.value::numeric - b.value::numeric) * (s.value::numeric - b.value::numeric)) AS total_sq,
+           count(*) FILTER (WHERE s.value > b.value) AS higher, count(*) FILTER (WHERE s.value < b.value) AS lower,
+           count(*) FILTER (WHERE s.value = b.value) AS same
     FROM comparisons_windowscore s
     JOIN comparisons_windowscore b
         ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
@@ -606,8 +617,8 @@ def paired_summaries(comparison: Comparison) -> dict[tuple[uuid.UUID, str], Pair
 
     A pair asked for the first time is filled from WindowScore in one statement (a join over two
     whole windows, the slow part) and then kept exact by the feedback triggers, so later requests
-    read a row per (run, metric). The fill takes the runs' exclusive advisory locks first; see
-    migration 0006 for why that keeps concurrent feedback from being lost.
+    read a row per (run, metric). The fill holds the dataset's kept-table lock, as every trigger that
+    adjusts pairs does: a score written meanwhile is either in the fill or adjusts the filled row.
     """
     if len(comparison.runs) < 2:
         return {}
@@ -624,20 +635,9 @@ def paired_summaries(comparison: Comparison) -> dict[tuple[uuid.UUID, str], Pair
                      key=str)
     if not missing:
         return pairs
-    for attempt in (1, 2):
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                # In one order for every filler, so two fillers cannot deadlock on each other.
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(k::text) AS h "
-                               "FROM unnest(%s::uuid[]) AS k) AS keys ORDER BY h",
-                               [PAIR_LOCK_CLASS, [baseline, *missing]])
-                cursor.execute(FILL_PAIRS_SQL, {"baseline": baseline, "runs": missing, "metrics": metrics})
-            break
-        except OperationalError:
-            # A writer holding one run's lock wanted the other's: PostgreSQL broke the deadlock by
-            # cancelling this fill. The writer has committed by now; fill again.
-            if attempt == 2:
-                raise
+    with transaction.atomic(), connection.cursor() as cursor:
+        lock_kept_tables(comparison.evaluation.dataset_id)
+        cursor.execute(FILL_PAIRS_SQL, {"baseline": baseline, "runs": missing, "metrics": metrics})
     return read()
 
 
@@ -730,11 +730,6 @@ def run_pinned_flags(run_ids) -> dict[uuid.UUID, bool]:
 # One datapoint, one run
 
 
-def in_window(datapoint: Datapoint, when: datetime) -> bool:
-    """The window rule for one datapoint in Python (the same rule as `window_q`)."""
-    return datapoint.created_at <= when and (datapoint.staled_at is None or datapoint.staled_at > when)
-
-
 def datapoint_cells(comparison: Comparison, datapoint: Datapoint) -> list[Cell]:
     """One datapoint across the selected runs, a cell per run (two queries)."""
     inferences = {inf.run_id: inf for inf in Inference.objects.filter(
@@ -743,13 +738,8 @@ def datapoint_cells(comparison: Comparison, datapoint: Datapoint) -> list[Cell]:
     cells = []
     for run in comparison.runs:
         inference = inferences.get(run.id)
-        if not in_window(datapoint, run.time):
-            cells.append(Cell(run, Cell.OUT_OF_WINDOW, inference, scores.get(inference.id, {}) if inference else {}))
-        elif inference is None:
-            cells.append(Cell(run, Cell.MISSING))
-        else:
-            state = Cell.ERROR if inference.error is not None else Cell.OK
-            cells.append(Cell(run, state, inference, scores.get(inference.id, {})))
+        inside = in_window(datapoint.id, datapoint.staled_at, run.time)
+        cells.append(make_cell(run, inside, inference, scores.get(inference.id, {}) if inference else {}))
     _mark_vs_baseline(comparison, cells)
     return cells
 

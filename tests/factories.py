@@ -64,8 +64,10 @@ class EvaluatorFactory(factory.django.DjangoModelFactory):
 
     evaluation = factory.SubFactory(EvaluationFactory)
     name = factory.Sequence(lambda n: f"metric_{n}")
-    kind = Evaluator.Kind.EXACT_MATCH
     value_type = Evaluator.ValueType.BOOLEAN
+    # Boolean metrics score exact matches; float metrics are custom scores with no declared range.
+    kind = factory.LazyAttribute(lambda e: Evaluator.Kind.EXACT_MATCH if e.value_type == "boolean"
+                                 else Evaluator.Kind.CUSTOM)
     optimize = Evaluator.Optimize.MAX
 
 

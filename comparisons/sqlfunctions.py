@@ -1,0 +1,49 @@
+"""The database's functions and triggers: one current file each in `comparisons/sql/`.
+
+Migrations apply these files (`apply_sql`), so the live definition of each function is the file's,
+and `tests/test_sql_functions.py` compares the database's definitions with the files. A file holds
+one `CREATE OR REPLACE FUNCTION` and, for a trigger function, the `CREATE TRIGGER` statements that
+call it.
+"""
+
+import re
+from pathlib import Path
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+# Dependency order: an SQL-language body is checked against the functions it calls when created.
+FILES = [
+    "comparisons_uuid7_ms",
+    "comparisons_in_window",
+    "comparisons_lock_dataset",
+    "comparisons_inference_check",
+    "comparisons_feedback_check",
+    "comparisons_score_changed",
+    "comparisons_rescore",
+    "comparisons_feedback_rescore",
+    "comparisons_datapoint_restale",
+    "comparisons_inference_forget",
+    "comparisons_inference_coverage",
+    "comparisons_true_window_scores",
+    "comparisons_true_run_summaries",
+    "comparisons_true_run_coverage",
+    "comparisons_true_paired_summaries",
+    "comparisons_refresh_scores",
+]
+
+_BODY = re.compile(r"\bAS \$\$\n?(.*?)\$\$;", re.DOTALL)
+
+
+def sql_source(name: str) -> str:
+    """The text of `comparisons/sql/<name>.sql`."""
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def all_sql() -> str:
+    """Every file, in dependency order: what a migration runs to make the database current."""
+    return "\n".join(sql_source(name) for name in FILES)
+
+
+def function_body(name: str) -> str:
+    """The body between the `$$` of the file's function: what PostgreSQL keeps as `prosrc`."""
+    return _BODY.search(sql_source(name)).group(1)
