@@ -55,15 +55,14 @@ def find_drift(run_ids=None, *, limit: int = 1000) -> list[Drift]:
     with transaction.atomic(), connection.cursor() as cursor:
         if outermost:  # one snapshot for kept tables and truth: a concurrent writer cannot look like drift
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cursor.execute("SET LOCAL extra_float_digits = 1")  # comparisons_exact, as the writers use it
         for name, (table, truth, key, values, zero_is_absent) in TABLES.items():
             kept_values = ", ".join(f"k.{c}" for c in values)
             true_values = ", ".join(f"t.{c}" for c in values)
             join = " AND ".join(f"k.{c} = t.{c}" for c in key)
             differs = " OR ".join(f"k.{c} IS DISTINCT FROM t.{c}" for c in values)
             if zero_is_absent:
-                zero = lambda alias: " AND ".join(f"coalesce({alias}.{c}, 0) = 0" for c in values)  # noqa: E731
-                differs = (" OR ".join(f"coalesce(k.{c}, 0) <> coalesce(t.{c}, 0)" for c in values)
-                           + f" AND NOT ({zero('k')} AND {zero('t')})")
+                differs = " OR ".join(f"coalesce(k.{c}, 0) <> coalesce(t.{c}, 0)" for c in values)
             cursor.execute(
                 f"SELECT {', '.join(f'coalesce(k.{c}, t.{c})' for c in key)}, k.{key[0]} IS NOT NULL, "
                 f"t.{key[0]} IS NOT NULL, {kept_values}, {true_values} "

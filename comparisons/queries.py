@@ -597,13 +597,13 @@ SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesc
 FROM unnest(%(runs)s::uuid[]) AS wanted_run (run_id)
 CROSS JOIN unnest(%(metrics)s::text[]) AS wanted (metric)
 LEFT JOIN (
-    SELECT s.run_id, s.metric, count(*) AS n, sum(s.value::numeric - b.value::numeric) AS total,
-           sum((s.value::numeric - b.value::numeric) * (s.value::numeric - b.value::numeric)) AS total_sq,
+    SELECT s.run_id, s.metric, count(*) AS n, sum(d.diff) AS total, sum(d.diff * d.diff) AS total_sq,
            count(*) FILTER (WHERE s.value > b.value) AS higher, count(*) FILTER (WHERE s.value < b.value) AS lower,
            count(*) FILTER (WHERE s.value = b.value) AS same
     FROM comparisons_windowscore s
     JOIN comparisons_windowscore b
         ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
+    CROSS JOIN LATERAL (SELECT comparisons_exact(s.value) - comparisons_exact(b.value) AS diff) d
     WHERE s.run_id = ANY(%(runs)s::uuid[]) AND s.metric = ANY(%(metrics)s::text[])
     GROUP BY s.run_id, s.metric
 ) a ON a.run_id = wanted_run.run_id AND a.metric = wanted.metric

@@ -15,6 +15,7 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 FILES = [
     "comparisons_uuid7_ms",
     "comparisons_in_window",
+    "comparisons_exact",
     "comparisons_lock_dataset",
     "comparisons_inference_check",
     "comparisons_feedback_check",

@@ -20,6 +20,7 @@ present are left alone, so importing the same files twice changes nothing.
 """
 
 import json
+import math
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -122,8 +123,8 @@ def read_export(directory: Path, report: ImportReport) -> dict[str, list[dict]]:
                     missing = [k for k in REQUIRED[kind] if k not in row]
                     if missing:
                         raise ValueError(f"missing {', '.join(missing)}")
-                    rows[kind].append(_clean(kind, flavour, row))
-                except (ValueError, TypeError) as error:
+                    rows[kind].append({**_clean(kind, flavour, row), "where": f"{name}:{number}"})
+                except (ValueError, TypeError, OverflowError) as error:
                     report.problems.append(f"{name}:{number}: {error}")
     return rows
 
@@ -149,6 +150,8 @@ def _clean(kind, flavour, row) -> dict:
         value = float(bool(value))
     elif not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"float feedback value {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"feedback value {value!r} is not a finite number")
     return {"id": _uuid(row["id"], "id"), "kind": flavour, "target": _uuid(row["target_id"], "target_id"),
             "metric": row["metric_name"], "value": float(value), "tags": tags}
 
@@ -182,6 +185,8 @@ def import_tensorzero(directory: Path | str, *, strict: bool = False) -> ImportR
         raise ImportAborted(report.problems)
     with transaction.atomic():
         _import(rows, report)
+        if strict and report.problems:  # values refused by their evaluator: nothing is kept
+            raise ImportAborted(report.problems)
     return report
 
 
@@ -327,6 +332,10 @@ def _import(rows, report: ImportReport):
             report.imported["evaluators"] += 1
         if evaluator.value_type != row["kind"]:
             skipped["feedback whose table (boolean/float) disagrees with its evaluator's type"] += 1
+            continue
+        problem = evaluator.value_problem(row["value"])
+        if problem:
+            report.problems.append(f"{row['where']}: {problem}")
             continue
         if row["id"] in existing_feedback:
             continue

@@ -122,6 +122,22 @@ def test_a_failing_scorer_fails_only_its_datapoint(evaluation):
     assert picky_feedback.count() == 11 and {f.reason for f in picky_feedback} == {"half right"}
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), 7.0, -3.0, 1e308 * 10])
+def test_a_scorer_value_outside_the_metric_range_fails_its_datapoint_with_the_reason(evaluation, bad):
+    EvaluatorFactory(evaluation=evaluation, name="rouge", kind="custom", value_type="float", min_value=0,
+                     max_value=1)
+
+    def rouge(output, reference, input):
+        return bad if output == "answer 3" else 0.5
+
+    result = evaluate(evaluation, "v", sample_tasks.perfect, scorers={"rouge": rouge}, progress=False)
+    failed = Inference.objects.get(run=result.run, output="answer 3")
+    assert "scorer 'rouge' returned" in failed.error
+    assert ("finite" in failed.error) if bad != bad or abs(bad) == float("inf") else "from 0 to 1" in failed.error
+    assert Feedback.objects.filter(inference__run=result.run, metric="rouge").count() == 11  # the run went on
+    assert not Feedback.objects.filter(inference=failed, metric="rouge").exists()
+
+
 def test_a_task_raising_cancelled_error_cancels_the_run_keeping_what_finished(evaluation):
     calls = []
 

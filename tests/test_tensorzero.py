@@ -134,3 +134,45 @@ def test_a_later_export_stales_a_datapoint_deleted_since(tmp_path):
     report = import_tensorzero(folder)
     assert report.imported == {"datapoints staled since the last import": 1}
     assert Datapoint.objects.filter(dataset__name="ner_set", staled_at__isnull=False).count() == 1
+
+
+def test_hostile_feedback_values_are_reported_per_line_and_skipped(tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(SAMPLE, export)
+    import_tensorzero(export)
+    Evaluator.objects.filter(name="judge_score").update(min_value=0, max_value=1)
+    target = "019e8084-fe20-700b-8000-00000761d945"
+    metric = "tensorzero::evaluation_name::qa_eval::evaluator_name::judge_score"
+    ids = [f"019e8090-0000-7000-8000-0000000000{i:02d}" for i in range(1, 7)]
+    values = ["NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400, "7"]
+    with (export / "float_metric_feedback_examples.jsonl").open("a") as file:
+        for id_, value in zip(ids, values, strict=True):
+            file.write(f'{{"id": "{id_}", "target_id": "{target}", "metric_name": "{metric}", "value": {value}, '
+                       '"tags": {}}\n')
+    before = Feedback.objects.count()
+    report = import_tensorzero(export)
+    lines = [p for p in report.problems if p.startswith("float_metric_feedback_examples.jsonl")]
+    assert len(lines) == 6
+    assert all("not a finite number" in p or "too large" in p.lower() or "overflow" in p.lower() for p in lines[:5])
+    assert "'judge_score' takes values from 0 to 1; 7 is outside that range" in lines[5]
+    assert Feedback.objects.count() == before
+    with pytest.raises(CommandError, match="float_metric_feedback_examples.jsonl"):
+        call_command("import_tensorzero", str(export), "--strict", stdout=StringIO())
+    assert Feedback.objects.count() == before
+
+
+def test_strict_aborts_on_a_value_outside_its_evaluators_range(tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(SAMPLE, export)
+    chat = export / "chat_inference_examples.jsonl"
+    chat.write_text("".join(line for n, line in enumerate(chat.read_text().splitlines(True), 1) if n != 3))
+    import_tensorzero(export)
+    Evaluator.objects.filter(name="judge_score").update(min_value=0, max_value=1)
+    metric = "tensorzero::evaluation_name::qa_eval::evaluator_name::judge_score"
+    with (export / "float_metric_feedback_examples.jsonl").open("a") as file:
+        file.write(f'{{"id": "019e8090-0000-7000-8000-000000000077", "target_id": '
+                   f'"019e8084-fe20-700b-8000-00000761d945", "metric_name": "{metric}", "value": -3, "tags": {{}}}}\n')
+    before = counts()
+    with pytest.raises(CommandError, match="takes values from 0 to 1; -3 is outside that range"):
+        call_command("import_tensorzero", str(export), "--strict", stdout=StringIO())
+    assert counts() == before

@@ -53,8 +53,8 @@ def expected_scores() -> dict:
 
 
 def exact(value: float) -> Fraction:
-    """A float as PostgreSQL's numeric takes it (float8::numeric keeps 15 significant digits)."""
-    return Fraction(Decimal(f"{value:.15g}"))
+    """A score as the kept sums take it (comparisons_exact): the shortest decimal that reads back as it."""
+    return Fraction(Decimal(repr(value)))
 
 
 def expected_pair(scores, baseline, run, metric):

@@ -251,8 +251,11 @@ class Scorer:
             raw, reason = raw
         if isinstance(raw, bool):
             value = float(raw)
-        elif isinstance(raw, (int, float)) and raw == raw:  # not NaN
-            value = float(raw)
+        elif isinstance(raw, (int, float)):
+            try:
+                value = float(raw)
+            except OverflowError:
+                raise ScorerError(f"scorer '{self.name}' returned an integer too large for a score") from None
         else:
             raise ScorerError(f"scorer '{self.name}' returned {raw!r}; expected a bool, a number or (value, reason)")
         if self.boolean and value not in (0.0, 1.0):
@@ -261,6 +264,9 @@ class Scorer:
                 raise ScorerError(f"scorer '{self.name}' returned {value:g} for a boolean metric "
                                   "(set config.threshold to turn scores into pass/fail)")
             value = float(value >= threshold)
+        problem = self.evaluator.value_problem(value)
+        if problem:  # the datapoint fails with the reason; the run goes on
+            raise ScorerError(f"scorer '{self.name}' returned {value!r}: {problem}")
         return value, str(reason or "")
 
     async def _judge(self, output, reference, input, context):

@@ -8,8 +8,8 @@ CREATE OR REPLACE FUNCTION comparisons_score_changed(
     old_human boolean, new_human boolean
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    v_was numeric := old_value::numeric;
-    v_now numeric := new_value::numeric;
+    v_was numeric := comparisons_exact(old_value);
+    v_now numeric := comparisons_exact(new_value);
 BEGIN
     IF old_value IS NOT DISTINCT FROM new_value AND old_human IS NOT DISTINCT FROM new_human THEN
         RETURN;
@@ -39,7 +39,7 @@ BEGIN
         lower = p.lower + coalesce((new_value < c.base)::int, 0) - coalesce((old_value < c.base)::int, 0),
         same = p.same + coalesce((new_value = c.base)::int, 0) - coalesce((old_value = c.base)::int, 0)
     FROM (
-        SELECT q.id, b.value AS base, v_now - b.value::numeric AS d_now, v_was - b.value::numeric AS d_was
+        SELECT q.id, b.value AS base, v_now - comparisons_exact(b.value) AS d_now, v_was - comparisons_exact(b.value) AS d_was
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore b ON b.run_id = q.baseline_id AND b.metric = m AND b.datapoint_id = d
         WHERE q.run_id = r AND q.metric = m
@@ -54,7 +54,7 @@ BEGIN
         lower = p.lower + coalesce((c.value < new_value)::int, 0) - coalesce((c.value < old_value)::int, 0),
         same = p.same + coalesce((c.value = new_value)::int, 0) - coalesce((c.value = old_value)::int, 0)
     FROM (
-        SELECT q.id, s.value, s.value::numeric - v_now AS d_now, s.value::numeric - v_was AS d_was
+        SELECT q.id, s.value, comparisons_exact(s.value) - v_now AS d_now, comparisons_exact(s.value) - v_was AS d_was
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore s ON s.run_id = q.run_id AND s.metric = m AND s.datapoint_id = d
         WHERE q.baseline_id = r AND q.metric = m

@@ -14,8 +14,8 @@ LANGUAGE sql STABLE AS $$
         SELECT * FROM comparisons_true_window_scores((SELECT array_agg(run_id) FROM involved))
     )
     SELECT p.baseline_id, p.run_id, p.metric::text, count(s.value)::int,
-           coalesce(sum(s.value::numeric - b.value::numeric), 0),
-           coalesce(sum((s.value::numeric - b.value::numeric) * (s.value::numeric - b.value::numeric)), 0),
+           coalesce(sum(comparisons_exact(s.value) - comparisons_exact(b.value)), 0),
+           coalesce(sum((comparisons_exact(s.value) - comparisons_exact(b.value)) * (comparisons_exact(s.value) - comparisons_exact(b.value))), 0),
            (count(*) FILTER (WHERE s.value > b.value))::int, (count(*) FILTER (WHERE s.value < b.value))::int,
            (count(*) FILTER (WHERE s.value = b.value))::int
     FROM pairs p

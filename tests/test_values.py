@@ -1,0 +1,83 @@
+"""Score values are validated at every writer: the model, the correction endpoint and the database.
+
+(The runner and the TensorZero import have their own tests in test_runner.py and test_tensorzero.py.)
+"""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.urls import reverse
+
+from comparisons.ids import uuid7
+from comparisons.models import Evaluator, Feedback, RunMetricSummary, default_range
+from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, InferenceFactory, RunFactory, at
+
+pytestmark = pytest.mark.django_db
+HOSTILE = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "7", "-3", "0x10", "", "1,5", "\u0000",
+           "1\u00000", "9" * 5000]
+
+
+@pytest.fixture
+def cell():
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    EvaluatorFactory(evaluation=evaluation, name="rouge", kind="rouge_l", value_type="float")
+    EvaluatorFactory(evaluation=evaluation, name="judge", kind="llm_judge", value_type="float",
+                     config={"model": "m"})
+    run = RunFactory(evaluation=evaluation, id=uuid7(at(100)))
+    datapoint = DatapointFactory(evaluation=evaluation, created=at(1))
+    inference = InferenceFactory(run=run, datapoint=datapoint)
+    Feedback.objects.create(inference=inference, metric="rouge", value=0.5)
+    return inference
+
+
+def test_evaluators_get_the_range_of_their_kind():
+    assert default_range("rouge_l", "float") == (0.0, 1.0)
+    assert default_range("bleu", "float") == (0.0, 1.0)
+    assert default_range("custom", "boolean") == (0.0, 1.0)
+    assert default_range("llm_judge", "float") == (None, None)
+    assert default_range("custom", "float") == (None, None)
+    evaluation = EvaluationFactory(name="e")
+    declared = EvaluatorFactory(evaluation=evaluation, name="stars", kind="custom", value_type="float",
+                                min_value=1, max_value=5)
+    assert (declared.min_value, declared.max_value) == (1, 5)
+    with pytest.raises(ValidationError, match="must not be below"):
+        Evaluator(evaluation=evaluation, name="x", kind="custom", value_type="float", min_value=2, max_value=1).clean()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 7.0, -3.0, 1.0000001])
+def test_the_model_refuses_non_finite_and_out_of_range_values(cell, value):
+    with pytest.raises(ValidationError) as error:
+        Feedback.objects.record(cell, "rouge", value)
+    message = " ".join(error.value.messages)
+    assert ("finite" in message) if value != value or abs(value) == float("inf") else "from 0 to 1" in message
+
+
+def test_an_unbounded_metric_takes_huge_and_tiny_values_and_the_stats_stay_finite(cell):
+    for value in (1e200, -1e200, 5e-324, 1.7976931348623157e308):
+        Feedback.objects.record(cell, "judge", value)
+    summary = RunMetricSummary.objects.get(run=cell.run, metric="judge")
+    assert summary.n == 1 and summary.mean == 1.7976931348623157e308
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "7", "-3"])
+def test_the_database_refuses_what_the_model_would_for_any_writer(cell, value):
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("INSERT INTO comparisons_feedback (id, inference_id, metric, value, source, reason, tags) "
+                       "VALUES (%s, %s, 'rouge', %s::float8, 'human', '', '{}')", [uuid7(), cell.id, value])
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_correction_with_a_bad_value_is_a_400_naming_the_problem(client, user, cell, value):
+    user.user_permissions.add(Permission.objects.get(codename="add_feedback"))
+    client.force_login(user)
+    url = reverse("feedback_create", args=["qa", cell.datapoint_id]) + f"?run_ids={cell.run_id}"
+    response = client.post(url, {"inference_id": cell.id, "metric": "rouge", "value": value})
+    assert response.status_code == 400
+    body = response.content.decode()
+    if value in ("7", "-3"):
+        assert "takes values from 0 to 1" in body
+    else:
+        assert "value" in body
+    assert Feedback.objects.filter(inference=cell, metric="rouge").count() == 1
