@@ -35,7 +35,7 @@ BASE_COLUMNS = [
     "input_tokens", "output_tokens", "cost",
 ]
 SUMMARY_COLUMNS = ["run_id", "variant", "metric", "n", "mean", "ci_low", "ci_high", "delta", "delta_ci_low",
-                   "delta_ci_high", "improved", "regressed", "unchanged"]
+                   "delta_ci_high", "improved", "regressed", "unchanged", "human_overrides"]
 
 
 def compact_json(value) -> str | None:
@@ -226,7 +226,7 @@ def summary_lines(comparison: Comparison) -> Iterator[dict]:
                 "delta": delta and delta.mean, "delta_ci_low": delta and delta.ci and delta.ci.low,
                 "delta_ci_high": delta and delta.ci and delta.ci.high,
                 "improved": delta and delta.improved, "regressed": delta and delta.regressed,
-                "unchanged": delta and delta.unchanged,
+                "unchanged": delta and delta.unchanged, "human_overrides": stat.overrides,
             }
 
 

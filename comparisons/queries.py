@@ -535,6 +535,7 @@ class MetricStat:
     mean: float | None
     ci: Interval | None
     delta: DeltaStat | None = None
+    overrides: int = 0  # how many of the n values are human corrections
 
 
 @dataclass
@@ -569,7 +570,8 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
 
     # Per-run figures come from the trigger-maintained running sums: one row per (run, metric).
     per_run = {
-        (summary.run_id, summary.metric): {"n": summary.n, "mean": summary.mean, "sd": summary.stddev}
+        (summary.run_id, summary.metric): {"n": summary.n, "mean": summary.mean, "sd": summary.stddev,
+                                           "overrides": summary.overrides}
         for summary in RunMetricSummary.objects.filter(run_id__in=[r.id for r in comparison.runs])
     }
     deltas = paired_summaries(comparison)
@@ -581,7 +583,8 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
             row = per_run.get((run.id, evaluator.name))
             n = row["n"] if row else 0
             mean = row["mean"] if row else None
-            stat = MetricStat(run, n, mean, metric_interval(evaluator.is_boolean, mean, row and row["sd"], n))
+            stat = MetricStat(run, n, mean, metric_interval(evaluator.is_boolean, mean, row and row["sd"], n),
+                              overrides=row["overrides"] if row else 0)
             pair = deltas.get((run.id, evaluator.name))
             if pair is not None:
                 stat.delta = _delta_stat(evaluator, pair)

@@ -1,11 +1,14 @@
 """The database's functions and triggers: one current file each in `comparisons/sql/`.
 
-Migrations apply these files (`apply_sql`), so the live definition of each function is the file's,
-and `tests/test_sql_functions.py` compares the database's definitions with the files. A file holds
+Migrations apply these files (`all_sql()`), so the live definition of each function is the file's,
+and `tests/test_sql_functions.py` compares the database's definitions with the files. A migration
+that applies them records `SQL_FINGERPRINT = fingerprint()`; when a file changes, the test asks for
+a new migration that applies them again (so deployed databases get the change too). A file holds
 one `CREATE OR REPLACE FUNCTION` and, for a trigger function, the `CREATE TRIGGER` statements that
 call it.
 """
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -32,7 +35,7 @@ FILES = [
     "comparisons_refresh_scores",
 ]
 
-_BODY = re.compile(r"\bAS \$\$\n?(.*?)\$\$;", re.DOTALL)
+_BODY = re.compile(r"\bAS \$\$(.*?)\$\$;", re.DOTALL)
 
 
 def sql_source(name: str) -> str:
@@ -48,3 +51,8 @@ def all_sql() -> str:
 def function_body(name: str) -> str:
     """The body between the `$$` of the file's function: what PostgreSQL keeps as `prosrc`."""
     return _BODY.search(sql_source(name)).group(1)
+
+
+def fingerprint() -> str:
+    """A hash of every file's text, in order: what the newest SQL-applying migration must record."""
+    return hashlib.sha256(all_sql().encode()).hexdigest()[:16]

@@ -81,3 +81,21 @@ def test_a_correction_with_a_bad_value_is_a_400_naming_the_problem(client, user,
     else:
         assert "value" in body
     assert Feedback.objects.filter(inference=cell, metric="rouge").count() == 1
+
+
+def test_statistics_count_human_overrides_and_a_revert_by_the_evaluator_undoes_it(client, user, cell):
+    from comparisons.export import summary_lines
+    from comparisons.queries import comparison_stats, resolve_comparison
+
+    Feedback.objects.record(cell, "rouge", 0.75, source="human", created_by=user)
+    comparison = resolve_comparison(cell.run.evaluation, [cell.run_id])
+    rouge = next(m for m in comparison_stats(comparison).metrics if m.evaluator.name == "rouge")
+    assert (rouge.per_run[0].n, rouge.per_run[0].overrides) == (1, 1)
+    assert next(line for line in summary_lines(comparison) if line["metric"] == "rouge")["human_overrides"] == 1
+    client.force_login(user)
+    body = client.get(reverse("comparison_stats", args=["qa"]), {"run_ids": str(cell.run_id)},
+                      HTTP_HX_REQUEST="true").content.decode()
+    assert "1 of these values are human corrections" in body
+    Feedback.objects.record(cell, "rouge", 0.5, source="evaluator")  # the evaluator's value wins again
+    rouge = next(m for m in comparison_stats(comparison).metrics if m.evaluator.name == "rouge")
+    assert (rouge.per_run[0].n, rouge.per_run[0].overrides, rouge.per_run[0].mean) == (1, 0, 0.5)

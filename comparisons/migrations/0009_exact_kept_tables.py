@@ -24,6 +24,9 @@ from django.db import migrations, models
 import comparisons.models
 from comparisons.sqlfunctions import FILES, all_sql
 
+# The files this migration applied (tests/test_sql_functions.py): a later change needs a new migration.
+SQL_FINGERPRINT = "7125de2258e03c9e"
+
 
 def fill_default_ranges(apps, schema_editor):
     """Existing evaluators get the range of their kind (models.default_range as of this migration)."""
