@@ -204,7 +204,7 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
 class EvaluatorInline(admin.TabularInline):
     model = Evaluator
     extra = 0
-    fields = ["name", "kind", "value_type", "optimize", "cutoff", "config"]
+    fields = ["name", "kind", "value_type", "optimize", "cutoff", "min_value", "max_value", "config"]
 
 
 @admin.register(Evaluation)
@@ -228,7 +228,7 @@ class EvaluationAdmin(admin.ModelAdmin):
 
 @admin.register(Evaluator)
 class EvaluatorAdmin(admin.ModelAdmin):
-    list_display = ["name", "evaluation", "kind", "value_type", "optimize", "cutoff"]
+    list_display = ["name", "evaluation", "kind", "value_type", "optimize", "cutoff", "min_value", "max_value"]
     list_filter = ["evaluation", "kind", "value_type"]
     search_fields = ["name", "evaluation__name"]
 
