@@ -19,7 +19,8 @@ class Command(BaseCommand):
     def handle(self, *args, evaluation=None, limit=1000, **options):
         run_ids = None
         if evaluation is not None:
-            found = Evaluation.objects.filter(name=evaluation).first()
+            # PostgreSQL cannot even compare a text with a NUL in it; no name has one.
+            found = Evaluation.objects.filter(name=evaluation).first() if "\x00" not in evaluation else None
             if found is None:
                 names = ", ".join(Evaluation.objects.values_list("name", flat=True)[:20]) or "none yet"
                 raise CommandError(f"There is no evaluation named '{evaluation[:200]}' (evaluations: {names}).",
