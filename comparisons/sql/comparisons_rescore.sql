@@ -13,15 +13,14 @@ DECLARE
     kept_value double precision;
     kept_human boolean;
 BEGIN
-    SELECT d.dataset_id INTO dataset
+    SELECT i.run_id, i.datapoint_id, d.dataset_id INTO run, datapoint, dataset
     FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id WHERE i.id = target;
     IF NOT FOUND THEN
         RETURN;  -- the inference is gone: its delete trigger took its scores out
     END IF;
     PERFORM comparisons_lock_dataset(dataset);
-    SELECT i.run_id, i.datapoint_id, comparisons_in_window(d.id, d.staled_at, i.run_id)
-    INTO run, datapoint, inside
-    FROM comparisons_inference i JOIN comparisons_datapoint d ON d.id = i.datapoint_id WHERE i.id = target;
+    -- An inference keeps its run and datapoint; only the datapoint's stale time can have moved meanwhile.
+    SELECT comparisons_in_window(d.id, d.staled_at, run) INTO inside FROM comparisons_datapoint d WHERE d.id = datapoint;
     IF inside THEN
         SELECT f.value, f.source = 'human' INTO winner_value, winner_human FROM comparisons_feedback f
         WHERE f.inference_id = target AND f.metric = m ORDER BY f.id DESC LIMIT 1;
