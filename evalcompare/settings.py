@@ -82,9 +82,10 @@ if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
     raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/name).")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 # A socket directory given as ?host=... (the embedded server's URL) belongs in HOST like any host.
-if "host" in DATABASES["default"]["OPTIONS"] and not DATABASES["default"]["HOST"]:
-    DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
-    DATABASES["default"]["PORT"] = DATABASES["default"]["OPTIONS"].pop("port", "")
+_options = DATABASES["default"].setdefault("OPTIONS", {})  # absent for a plain URL without ?options
+if "host" in _options and not DATABASES["default"]["HOST"]:
+    DATABASES["default"]["HOST"] = _options.pop("host")
+    DATABASES["default"]["PORT"] = _options.pop("port", "")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
