@@ -4,7 +4,7 @@
 // slot next to the control; the htmx config swaps it. This file covers what no view placed: server
 // failures (5xx, or any error response without HX-Retarget, such as a CSRF or proxy error page) and
 // network failures. Their message goes to the slot the control declares with data-error-slot (on
-// itself or an ancestor), else to the page's #page-error. It also clears a control's slot when the
+// itself or an ancestor), else to the page's #page-error, saying what failed (data-error-what). It also clears a control's slot when the
 // control asks again, and resets a form marked data-reset-on-error after a refusal, so the form
 // shows the values that are applied rather than the ones that were refused.
 (function () {
@@ -14,6 +14,12 @@
     var holder = elt && elt.closest ? elt.closest("[data-error-slot]") : null;
     var slot = holder ? document.querySelector(holder.getAttribute("data-error-slot")) : null;
     return slot || document.getElementById("page-error");
+  }
+
+  // What the request was for, from data-error-what next to data-error-slot ("Loading the statistics").
+  function what(elt) {
+    var holder = elt && elt.closest ? elt.closest("[data-error-what]") : null;
+    return holder ? holder.getAttribute("data-error-what") : "This request";
   }
 
   function show(elt, text) {
@@ -26,19 +32,23 @@
     slot.replaceChildren(box);
   }
 
-  function unplacedMessage(status) {
-    if (status === 403) {
-      return "The server refused this request (HTTP 403). Your session may have changed: reload the page and try again.";
-    }
+  // The element that made the request (in htmx:beforeSwap, detail.elt is the swap's target).
+  function requester(event) {
+    var config = event.detail.requestConfig;
+    return (config && config.elt) || event.detail.elt;
+  }
+
+  function unplacedMessage(elt, status) {
     if (status < 500) {
-      return "The server refused this request (HTTP " + status + "). Reload the page and try again.";
+      return what(elt) + " was refused (HTTP " + status + "). " +
+        (status === 403 ? "Your session may have changed: reload the page and try again." : "Reload the page and try again.");
     }
-    return "The server failed to answer this request (HTTP " + status + "). Try again in a moment; " +
+    return what(elt) + " failed: the server answered HTTP " + status + ". Try again in a moment; " +
       "if it keeps failing, tell whoever runs evalcompare.";
   }
 
   document.addEventListener("htmx:beforeRequest", function (event) {
-    var slot = slotFor(event.detail.elt);
+    var slot = slotFor(requester(event));
     // Only message slots are emptied: the statistics area is its own slot and holds the spinner.
     if (slot && slot.classList.contains("fragment-error")) slot.replaceChildren();
   });
@@ -47,18 +57,19 @@
     var xhr = event.detail.xhr;
     if (xhr.status < 400 || xhr.getResponseHeader("HX-Retarget")) return;
     event.detail.shouldSwap = false;  // not a fragment made for this page
-    show(event.detail.elt, unplacedMessage(xhr.status));
+    show(requester(event), unplacedMessage(requester(event), xhr.status));
   });
 
   function unreachable(event) {
-    show(event.detail.elt, "Could not reach the server. Check your connection and try again.");
+    show(requester(event), what(requester(event)) + " failed: could not reach the server. " +
+      "Check your connection and try again.");
   }
 
   document.addEventListener("htmx:sendError", unreachable);
   document.addEventListener("htmx:timeout", unreachable);
 
   document.addEventListener("htmx:afterRequest", function (event) {
-    var elt = event.detail.elt;
+    var elt = requester(event);
     if (!event.detail.successful && elt && elt.matches && elt.matches("form[data-reset-on-error]")) elt.reset();
   });
 })();
