@@ -475,3 +475,18 @@ def test_the_history_says_who_corrected_what_and_when(client_reviewer, setup):
     assert f"{correction.created_at:%Y-%m-%d %H:%M} UTC" in entries[0]
     assert "human · reviewer" in row  # the value that counts says who set it
     assert "revert-form" in row  # a human value counts again: it can be reverted
+
+
+def test_corrections_and_reverts_need_the_csrf_token(reviewer, setup):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reviewer)
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    Feedback.objects.record(inference, "correct", 1, source="human")
+    for name in ("feedback_create", "feedback_revert"):
+        url = reverse(name, args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+        response = client.post(url, {"inference_id": inference.id, "metric": "correct", "value": "0"})
+        assert response.status_code == 403, name
+    assert Feedback.objects.filter(inference=inference, metric="correct").count() == 2
