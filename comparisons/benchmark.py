@@ -447,6 +447,8 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
 
     log("measuring the runner …")
     results.update(measure_runner(scale))
+    log("measuring the word diff …")
+    results.update(measure_diff(scale))
 
     log("measuring feedback writes …")
     results.update(measure_feedback_writes(scale, all_runs[-main:]))
@@ -487,6 +489,35 @@ def measure_feedback_writes(scale: Scale, run_ids) -> dict:
             "feedback_batch_rows_per_s": len(batch) / statistics.median(samples)}
 
 
+def diff_texts(words: int = 10_000, *, seed: int = 20261122) -> tuple[str, str, str]:
+    """Three deterministic texts of `words` words: a, an unrelated b, and a with 3% of its words edited."""
+    rng = random.Random(seed)
+    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(1, 10)))
+                  for _ in range(5000)]
+
+    def text(tokens):
+        # Sentences of 12 words and paragraphs of 8 sentences, as long LLM outputs have.
+        return "".join(token + ("\n\n" if (k + 1) % 96 == 0 else ". " if (k + 1) % 12 == 0 else " ")
+                       for k, token in enumerate(tokens)).strip()
+
+    a = [rng.choice(vocabulary) for _ in range(words)]
+    b = [rng.choice(vocabulary) for _ in range(words)]
+    edited = list(a)
+    for _ in range(words * 3 // 100):
+        edited[rng.randrange(words)] = rng.choice(vocabulary)
+    return text(a), text(b), text(edited)
+
+
+def measure_diff(scale: Scale) -> dict:
+    """The datapoint page's word diff of two 10,000-word outputs: unrelated (the worst case, where the
+    time limit stops the diff) and similar (3% of the words edited)."""
+    from comparisons.diff import word_diff
+
+    a, b, edited = diff_texts()
+    return {"diff_10k_words_ms": _time(lambda: word_diff(a, b), scale.repeats)["median"],
+            "diff_10k_words_similar_ms": _time(lambda: word_diff(a, edited), scale.repeats)["median"]}
+
+
 def measure_runner(scale: Scale) -> dict:
     """An async task that sleeps `runner_latency_s` over `runner_items` datapoints at concurrency 50."""
     from comparisons.models import EvaluationRun
@@ -515,11 +546,13 @@ JSON_KEYS = ["scale", "datapoints", "inferences", "feedback", "rows_page1_ms", "
              "rows_to_floor_ratio", "deep_to_page1_ratio", "query_page1_ms", "query_deep_ms", "stats_ms", "search_ms",
              "filtered_ms", "sorted_ms",
              "export_rows_per_s", "export_peak_rss_mb", "runner_ideal_s", "runner_actual_s", "runner_overhead_ratio",
-             "feedback_write_ms", "feedback_batch_rows_per_s", "kept_tables_drift"]
+             "feedback_write_ms", "feedback_batch_rows_per_s", "kept_tables_drift", "diff_10k_words_ms",
+             "diff_10k_words_similar_ms"]
 TARGETS = {"rows_to_floor_ratio": ("≤", 2), "deep_to_page1_ratio": ("≤", 1.2), "stats_ms": ("≤", 300),
            "search_ms": ("≤", 50), "filtered_ms": ("≤", 500), "sorted_ms": ("≤", 500),
            "export_rows_per_s": ("≥", 50_000), "export_peak_rss_mb": ("≤", 150), "runner_overhead_ratio": ("≤", 1.10),
-           "feedback_write_ms": ("≤", 20), "feedback_batch_rows_per_s": ("≥", 10_000), "kept_tables_drift": ("≤", 0)}
+           "feedback_write_ms": ("≤", 20), "feedback_batch_rows_per_s": ("≥", 10_000), "kept_tables_drift": ("≤", 0),
+           "diff_10k_words_ms": ("≤", 300)}
 
 
 def format_table(results: dict) -> str:

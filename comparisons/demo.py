@@ -20,6 +20,7 @@ from comparisons.models import (
     Function,
     Inference,
 )
+from comparisons.reviewers import reviewers_group
 
 DEMO_FILE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
 DEMO_USERNAME = "demo"
@@ -105,7 +106,11 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
 
     User = get_user_model()
     password = None
-    if not User.objects.filter(username=DEMO_USERNAME).exists():
-        User.objects.create_superuser(DEMO_USERNAME, "demo@example.com", DEMO_PASSWORD)
+    user = User.objects.filter(username=DEMO_USERNAME).first()
+    if user is None:
+        user = User.objects.create_superuser(DEMO_USERNAME, "demo@example.com", DEMO_PASSWORD)
         password = DEMO_PASSWORD
+    # Correcting values needs the Reviewers group's permission (a superuser has it anyway; the group
+    # shows how to grant it).
+    user.groups.add(reviewers_group())
     return DemoLoad(created=created, username=DEMO_USERNAME, password=password)

@@ -42,3 +42,10 @@ class CorrectionForm(forms.Form):
     metric = forms.CharField(max_length=200)
     value = forms.FloatField()
     reason = forms.CharField(max_length=2000, required=False)
+
+
+class RevertForm(forms.Form):
+    """Revert the human correction of one metric of one inference to the evaluator's value."""
+
+    inference_id = forms.UUIDField()
+    metric = forms.CharField(max_length=200)

@@ -448,6 +448,36 @@ class FeedbackQuerySet(models.QuerySet):
         feedback.save(force_insert=True)
         return feedback
 
+    # -- Corrections: history and revert (the datapoint page) --------------------------------------
+
+    def history(self, inference_ids):
+        """Every value of these inferences with who recorded it, newest first per (inference, metric)."""
+        return (self.filter(inference_id__in=list(inference_ids)).select_related("created_by")
+                .order_by("inference_id", "metric", "-id"))
+
+    def revert(self, inference, metric: str, *, created_by=None):
+        """Undo a human correction: append a copy of the newest evaluator value, tagged with the
+        correction it reverts, so the evaluator's value wins again and the history stays.
+
+        ValidationError when the value that counts is not a human correction, or when there is no
+        evaluator value to go back to.
+        """
+        values = Feedback.objects.filter(inference=inference, metric=metric).order_by("-id")
+        latest = values.first()
+        if latest is None or latest.source != Feedback.Source.HUMAN:
+            raise ValidationError(f"Nothing to revert: the value of '{metric}' that counts is not a human correction.")
+        original = values.filter(source=Feedback.Source.EVALUATOR).first()
+        if original is None:
+            raise ValidationError(f"'{metric}' has no evaluator value to go back to: correct it to the value you want.")
+        feedback = Feedback(inference=inference, metric=metric, value=original.value,
+                            source=Feedback.Source.EVALUATOR, reason=original.reason, created_by=created_by,
+                            tags={"reverts": str(latest.id)})
+        feedback.full_clean()
+        feedback.save(force_insert=True)
+        return feedback
+
+    # -- end of corrections ------------------------------------------------------------------------
+
 
 class Feedback(models.Model):
     """A metric value for an inference, from an evaluator or a human; the newest per metric wins."""

@@ -11,5 +11,7 @@ urlpatterns = [
     path("evaluations/<str:name>/datapoints/<str:datapoint_id>/", views.datapoint_detail, name="datapoint_detail"),
     path("evaluations/<str:name>/datapoints/<str:datapoint_id>/feedback/", views.feedback_create,
          name="feedback_create"),
+    path("evaluations/<str:name>/datapoints/<str:datapoint_id>/feedback/revert/", views.feedback_revert,
+         name="feedback_revert"),
     path("runs/<str:run_id>/", views.run_detail, name="run_detail"),
 ]

@@ -1,5 +1,14 @@
-"""Thin views: parse the query string, call `queries`, pick a template (or its htmx partial)."""
+"""Thin views: parse the query string, call `queries`, pick a template (or its htmx partial).
 
+Errors of htmx requests are shown where the user acted: the error fragment comes with its status
+(400/403/404), `HX-Retarget` naming the error slot next to the control that asked (each view says
+which), `HX-Reswap: innerHTML` and `HX-Push-Url: false`, so a refused filter is never pushed into
+the history. The htmx config swaps 4xx responses; errors.js shows what no view answered (5xx,
+network failures) in the same slots.
+"""
+
+import re
+from collections import defaultdict
 from dataclasses import replace
 
 from django.contrib.auth.decorators import login_required
@@ -11,16 +20,18 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import push_url, reswap, retarget
 
 from comparisons import queries
 from comparisons.charts import mean_ci_chart
-from comparisons.diff import word_diff
+from comparisons.diff import DiffBudget
 from comparisons.export import export_columns, export_rows
 from comparisons.export import render as render_export
-from comparisons.forms import ComparisonForm, CorrectionForm
+from comparisons.forms import ComparisonForm, CorrectionForm, RevertForm
 from comparisons.ids import parse_uuid
 from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
+from comparisons.reviewers import REVIEWERS_GROUP, can_correct
 from comparisons.rows_html import render_rows
 from comparisons.templatetags.comparisons import as_text
 
@@ -30,11 +41,30 @@ def _is_fragment_request(request) -> bool:
     return bool(request.htmx) and not request.htmx.history_restore_request
 
 
-def _error(request, error: ComparisonError, evaluation=None, template="comparisons/error.html"):
-    """Render a ComparisonError with its status; htmx requests get the message fragment."""
-    context = {"error": error, "evaluation": evaluation}
-    name = f"{template}#error-message" if _is_fragment_request(request) else template
-    return render(request, name, context, status=error.status)
+PAGE_ERROR_SLOT = "#page-error"  # base.html: for requests without a slot of their own
+
+
+def _error(request, error: ComparisonError, *, slot: str = PAGE_ERROR_SLOT):
+    """Render a ComparisonError with its status: the error page, or for htmx the message fragment
+    swapped into `slot` (a CSS selector of an element on the page) without touching the history."""
+    if not _is_fragment_request(request):
+        return render(request, "comparisons/error.html", {"error": error}, status=error.status)
+    response = render(request, "comparisons/error.html#error-message", {"error": error}, status=error.status)
+    retarget(response, slot)
+    reswap(response, "innerHTML")
+    return push_url(response, False)
+
+
+def _comparison_error_slot(request) -> str:
+    """Where a comparison-page request's error goes: above the rows for the filters, at the end of
+    the rows for the next page, under the run selector for chips and run options."""
+    if request.htmx.trigger == "filters":
+        return "#filter-error"
+    if request.htmx.target == "load-more":
+        return "#load-more-error"
+    if request.htmx.target in ("comparison", "run-options"):
+        return "#selector-error"
+    return PAGE_ERROR_SLOT
 
 
 @require_safe
@@ -122,7 +152,7 @@ def comparison_detail(request, name):
                 context["run_options"], _ = _run_options(context["evaluation"], "", [r.id for r in comparison.runs],
                                                          context["state"])
     except ComparisonError as error:
-        return _error(request, error)
+        return _error(request, error, slot=_comparison_error_slot(request))
     template = "comparisons/comparison_detail.html"
     if _is_fragment_request(request):
         template += "#comparison" if request.htmx.target == "comparison" else "#results-rows"
@@ -140,7 +170,7 @@ def comparison_stats_detail(request, name):
             raise ComparisonError(f"'{name}' has no runs yet.", status=404)
         stats = queries.comparison_stats(context["comparison"])
     except ComparisonError as error:
-        return _error(request, error)
+        return _error(request, error, slot="#results-stats")  # in place of the spinner
     cards = []
     for summary in stats.metrics:
         points = [(s.run.colour, s.run.run.variant_name, s.mean, s.ci and s.ci.low, s.ci and s.ci.high)
@@ -186,7 +216,7 @@ def run_search(request, name):
         form = ComparisonForm(request.GET)
         run_ids, _ = form.parsed()
     except ComparisonError as error:
-        return _error(request, error)
+        return _error(request, error, slot=_comparison_error_slot(request))
     q = request.GET.get("q", "")[:200]
     state = form.state()
     options, foreign = _run_options(evaluation, q, run_ids, state)
@@ -198,7 +228,9 @@ def run_search(request, name):
     return render(request, template, context)
 
 
-def _datapoint_context(request, name, datapoint_id):
+def _datapoint_context(request, name, datapoint_id, *, diffs=True):
+    """Everything datapoint_detail renders (diffs only when asked: corrections need none), or raises
+    ComparisonError."""
     evaluation = queries.get_evaluation(name)
     datapoint_uuid = parse_uuid(datapoint_id)
     if datapoint_uuid is None:
@@ -215,27 +247,32 @@ def _datapoint_context(request, name, datapoint_id):
         return {"evaluation": evaluation, "datapoint": datapoint, "cells": [], "state": {}}
     comparison = queries.resolve_comparison(evaluation, run_ids)
     cells = queries.datapoint_cells(comparison, datapoint)
+    history = defaultdict(dict)  # inference id -> metric -> its values, newest (the one that counts) first
+    for feedback in Feedback.objects.history(cell.inference.id for cell in cells if cell.inference):
+        history[feedback.inference_id].setdefault(feedback.metric, []).append(feedback)
     reference = as_text(datapoint.reference_output)
     base_cell = cells[0] if cells and cells[0].inference is not None else None
     base_text = as_text(base_cell.inference.output) if base_cell else None
     views = []
+    budget = DiffBudget()  # long outputs must not make the page slow: diffs share a time limit
     for cell in cells:
         text = as_text(cell.inference.output) if cell.inference else ""
-        views.append({
-            "cell": cell, "text": text,
-            "diff_reference": word_diff(reference, text) if cell.inference and reference else None,
-            "diff_baseline": word_diff(base_text, text) if base_text is not None and cell.inference
-            and not cell.run.is_baseline else None,
-        })
+        view = {"cell": cell, "text": text, "history": history.get(cell.inference.id, {}) if cell.inference else {}}
+        if diffs:
+            view["diff_reference"] = budget.word_diff(reference, text) if cell.inference and reference else None
+            view["diff_baseline"] = (budget.word_diff(base_text, text) if base_text is not None and cell.inference
+                                     and not cell.run.is_baseline else None)
+        views.append(view)
     return {"evaluation": evaluation, "datapoint": datapoint, "comparison": comparison, "cells": views,
-            "state": {"run_ids": comparison.run_ids_param}, "pinned": queries.run_pinned_flags(run_ids)}
+            "state": {"run_ids": comparison.run_ids_param}, "pinned": queries.run_pinned_flags(run_ids),
+            "can_correct": can_correct(request.user)}
 
 
 @require_safe
 @login_required
 @vary_on_headers("HX-Request")
 def datapoint_detail(request, name, datapoint_id):
-    """One datapoint across the selected runs: input, reference, outputs, diffs, metric corrections."""
+    """One datapoint across the selected runs: input, reference, outputs, diffs, metric history and corrections."""
     try:
         context = _datapoint_context(request, name, datapoint_id)
     except ComparisonError as error:
@@ -243,36 +280,68 @@ def datapoint_detail(request, name, datapoint_id):
     return render(request, "comparisons/datapoint_detail.html", context)
 
 
+# The forms of one metric row are `metric-<inference id>-<row>-correct` and `…-revert`; their errors
+# go to that row's `metric-<inference id>-<row>-error`.
+_METRIC_FORM = re.compile(r"^(metric-[0-9a-f-]{36}-[0-9]{1,3})-(?:correct|revert)$")
+
+
+def _metric_error_slot(request) -> str:
+    match = _METRIC_FORM.match(request.htmx.trigger or "") if request.htmx else None
+    return f"#{match.group(1)}-error" if match else PAGE_ERROR_SLOT
+
+
+def _write_feedback(request, name, datapoint_id, form, write, *, what: str, done: str):
+    """A correction or a revert (`what`): check the permission and the form, find the inference among the
+    datapoint's outputs, call `write(inference, cleaned_data)`, answer with the refreshed scores."""
+    try:
+        if not can_correct(request.user):
+            raise ComparisonError(f"Only reviewers can correct values: ask an administrator to add you to the "
+                                  f"“{REVIEWERS_GROUP}” group.", status=403)
+        if not form.is_valid():
+            problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+            raise ComparisonError(f"The {what} was not saved ({problems}).")
+        context = _datapoint_context(request, name, datapoint_id, diffs=False)
+        inference_id = form.cleaned_data["inference_id"]
+        cell = next((v["cell"] for v in context["cells"]
+                     if v["cell"].inference and v["cell"].inference.id == inference_id), None)
+        if cell is None:
+            raise ComparisonError("That inference is not one of this datapoint's outputs in the selected runs.")
+        try:
+            write(cell.inference, form.cleaned_data)
+        except ValidationError as error:
+            raise ComparisonError(" ".join(error.messages)) from error
+    except ComparisonError as error:
+        return _error(request, error, slot=_metric_error_slot(request))
+    url = reverse("datapoint_detail", args=[name, datapoint_id]) + f"?run_ids={context['state']['run_ids']}"
+    if not request.htmx:
+        return redirect(url)
+    context = _datapoint_context(request, name, datapoint_id, diffs=False)
+    view = next(v for v in context["cells"] if v["cell"].inference and v["cell"].inference.id == inference_id)
+    context.update(view=view, done_metric=form.cleaned_data["metric"], done=done)
+    return render(request, "comparisons/datapoint_detail.html#run-scores", context)
+
+
 @require_POST
 @login_required
 def feedback_create(request, name, datapoint_id):
     """Record a human correction of a metric; it wins over the evaluator's value everywhere."""
-    form = CorrectionForm(request.POST)
-    try:
-        if not form.is_valid():
-            problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-            raise ComparisonError(f"The correction was not saved ({problems}).")
-        context = _datapoint_context(request, name, datapoint_id)
-        cell = next((v["cell"] for v in context["cells"]
-                     if v["cell"].inference and v["cell"].inference.id == form.cleaned_data["inference_id"]), None)
-        if cell is None:
-            raise ComparisonError("That inference is not one of this datapoint's outputs in the selected runs.")
-        try:
-            Feedback.objects.record(cell.inference, form.cleaned_data["metric"], form.cleaned_data["value"],
-                                    source=Feedback.Source.HUMAN, reason=form.cleaned_data["reason"],
-                                    created_by=request.user)
-        except ValidationError as error:
-            raise ComparisonError(" ".join(error.messages)) from error
-    except ComparisonError as error:
-        return _error(request, error)
-    url = reverse("datapoint_detail", args=[name, datapoint_id]) + f"?run_ids={context['state']['run_ids']}"
-    if not request.htmx:
-        return redirect(url)
-    context = _datapoint_context(request, name, datapoint_id)
-    view = next(v for v in context["cells"] if v["cell"].inference
-                and v["cell"].inference.id == form.cleaned_data["inference_id"])
-    context.update(view=view, saved=form.cleaned_data["metric"])
-    return render(request, "comparisons/datapoint_detail.html#run-scores", context)
+    def write(inference, data):
+        Feedback.objects.record(inference, data["metric"], data["value"], source=Feedback.Source.HUMAN,
+                                reason=data["reason"], created_by=request.user)
+
+    return _write_feedback(request, name, datapoint_id, CorrectionForm(request.POST), write,
+                           what="correction", done="saved")
+
+
+@require_POST
+@login_required
+def feedback_revert(request, name, datapoint_id):
+    """Revert a human correction: the evaluator's value wins again; the correction stays in the history."""
+    def write(inference, data):
+        Feedback.objects.revert(inference, data["metric"], created_by=request.user)
+
+    return _write_feedback(request, name, datapoint_id, RevertForm(request.POST), write,
+                           what="revert", done="reverted")
 
 
 @require_safe

@@ -9,6 +9,22 @@ def user(db):
 
 
 @pytest.fixture
+def reviewer(db):
+    """A user in the Reviewers group: may correct values."""
+    from comparisons.reviewers import reviewers_group
+
+    reviewer = UserFactory(username="reviewer")
+    reviewer.groups.add(reviewers_group())
+    return reviewer
+
+
+@pytest.fixture
+def client_reviewer(client, reviewer):
+    client.force_login(reviewer)
+    return client
+
+
+@pytest.fixture
 def staff_user(db):
     return UserFactory(username="admin", is_staff=True, is_superuser=True)
 

@@ -34,6 +34,9 @@ def test_tiny_benchmark_produces_every_key(tmp_path):
         assert results["runner_overhead_ratio"] == pytest.approx(results["runner_actual_s"] / results["runner_ideal_s"])
         assert results["export_rows"] == results["runs_compared"] * _rows_shown(results["runs_compared"])
         assert "rows_page1_ms" in out.getvalue() and "target" in out.getvalue()
+        # The datapoint page's word diff of two different 10,000-word outputs, with its target.
+        assert results["diff_10k_words_ms"] > 0 and results["diff_10k_words_similar_ms"] > 0
+        assert "diff_10k_words_ms" in out.getvalue() and "≤ 300" in out.getvalue()
         assert 0 < results["filled_cells_page1"] and 0 < results["filled_cells_deep"] <= 100 * results["runs_compared"]
         _assert_generated_data_is_valid()
     finally:

@@ -2,10 +2,12 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate
+from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from comparisons.demo import DEMO_PASSWORD, DEMO_USERNAME
 from comparisons.models import Datapoint, Evaluation, EvaluationRun, Feedback, Inference
+from comparisons.reviewers import REVIEWERS_GROUP
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +23,11 @@ def test_load_demo_is_idempotent_and_prints_the_login():
     first = counts()
     call_command("load_demo", stdout=StringIO())
     assert counts() == first
-    assert authenticate(username=DEMO_USERNAME, password=DEMO_PASSWORD) is not None
+    demo = authenticate(username=DEMO_USERNAME, password=DEMO_PASSWORD)
+    assert demo is not None
+    # The demo login may correct values, through the Reviewers group and its permission.
+    assert list(demo.groups.values_list("name", flat=True)) == [REVIEWERS_GROUP]
+    assert Group.objects.get(name=REVIEWERS_GROUP).permissions.filter(codename="add_feedback").exists()
 
 
 def test_load_demo_yields_the_promised_mix():

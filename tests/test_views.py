@@ -1,11 +1,15 @@
+import json
+import re
 import uuid
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.urls import reverse
 
 from comparisons.ids import uuid7
 from comparisons.models import Feedback, PairedSummary
+from comparisons.reviewers import reviewers_group
 from tests.factories import (
     DatapointFactory,
     EvaluationFactory,
@@ -122,8 +126,10 @@ def test_bad_input_gets_a_clear_message(client_logged_in, setup, params, status,
     assert response.status_code == status
     assert message in response.content.decode()
     fragment = client_logged_in.get(setup["url"], query, **HTMX, HTTP_HX_TARGET="comparison")
-    assert fragment.status_code == status and 'id="error-message"' in fragment.content.decode()
-    assert "<html" not in fragment.content.decode()
+    assert fragment.status_code == status and 'class="error-box" role="alert"' in fragment.content.decode()
+    assert message in fragment.content.decode() and "<html" not in fragment.content.decode()
+    assert fragment["HX-Retarget"] == "#selector-error" and fragment["HX-Reswap"] == "innerHTML"
+    assert fragment["HX-Push-Url"] == "false"
 
 
 def test_runs_of_another_evaluation_and_unknown_evaluations(client_logged_in, setup):
@@ -191,7 +197,8 @@ def test_datapoint_page_shows_outputs_and_diffs(client_logged_in, setup):
     assert "Diff against the reference" in body
 
 
-def test_correcting_a_metric_records_human_feedback_that_wins(client_logged_in, user, setup):
+def test_correcting_a_metric_records_human_feedback_that_wins(client_reviewer, reviewer, setup):
+    client_logged_in, user = client_reviewer, reviewer
     datapoint = setup["datapoints"][0]
     inference = datapoint.inferences.get(run=setup["new"])
     stats_url = reverse("comparison_stats", args=["qa"])
@@ -221,7 +228,8 @@ def test_correcting_a_metric_records_human_feedback_that_wins(client_logged_in, 
     assert pair() == after
 
 
-def test_correction_errors_are_clear(client_logged_in, setup):
+def test_correction_errors_are_clear(client_reviewer, setup):
+    client_logged_in = client_reviewer
     datapoint = setup["datapoints"][0]
     inference = datapoint.inferences.get(run=setup["new"])
     url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
@@ -261,3 +269,224 @@ def test_rows_show_values_pass_fail_arrows_and_human_corrections(client_logged_i
             '<span class="human" title="Corrected by a human: too &quot;vague&quot; &lt;b&gt;">✎</span>'
             ' <span class="arrow down" title="worse than the baseline">▼</span>') in new_row
     assert "answer 129 from candidate-v2" in new_row and "120 ms" in new_row
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors shown where the user acted: the fragment, its status, and where htmx puts it
+
+
+def assert_placed(response, status, slot, message):
+    """An htmx error fragment: its status, swapped into `slot`, never pushed into the history."""
+    body = response.content.decode()
+    assert response.status_code == status, body
+    assert body.strip().startswith('<div class="error-box" role="alert">') and message in body and "<html" not in body
+    assert (response["HX-Retarget"], response["HX-Reswap"], response["HX-Push-Url"]) == (slot, "innerHTML", "false")
+
+
+def test_htmx_config_swaps_refused_fragments_and_keeps_history_restores_whole(client_logged_in, setup):
+    body = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}).content.decode()
+    config = json.loads(unescape(re.search(r'<meta name="htmx-config" content=\'([^\']*)\'', body).group(1)))
+    assert config["historyRestoreAsHxRequest"] is False and config["allowEval"] is False
+    handling = {rule["code"]: rule for rule in config["responseHandling"]}
+    assert handling["4.."] == {"code": "4..", "swap": True, "error": True}
+    assert handling["..."]["swap"] is False  # 5xx: errors.js shows a message instead of a server error page
+    assert "comparisons/errors.js" in body and "<script>" not in body  # no inline script
+
+
+def test_the_comparison_page_has_an_error_slot_for_every_control(client_logged_in, setup):
+    body = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"]}).content.decode()
+    for slot in ("page-error", "selector-error", "filter-error", "load-more-error", "results-stats"):
+        assert f'id="{slot}"' in body, slot
+        if slot != "page-error":
+            assert f'data-error-slot="#{slot}"' in body, slot
+    assert '<form class="filters" id="filters"' in body and "data-reset-on-error" in body
+
+
+def test_a_refused_filter_is_shown_above_the_rows(client_logged_in, setup):
+    params = {"run_ids": setup["run_ids"], "filter": "worse"}
+    response = client_logged_in.get(setup["url"], params, **HTMX, HTTP_HX_TARGET="comparison",
+                                    HTTP_HX_TRIGGER="filters")
+    assert_placed(response, 400, "#filter-error", "Unknown filter &#x27;worse&#x27;")
+    one_run = {"run_ids": str(setup["base"].id), "filter": "regressed"}
+    response = client_logged_in.get(setup["url"], one_run, **HTMX, HTTP_HX_TARGET="comparison",
+                                    HTTP_HX_TRIGGER="filters")
+    assert_placed(response, 400, "#filter-error", "needs at least two runs")
+
+
+def test_refused_run_choices_next_page_and_search_are_shown_in_place(client_logged_in, setup):
+    unknown = str(uuid.UUID(int=7))
+    response = client_logged_in.get(setup["url"], {"run_ids": f"{setup['base'].id},{unknown}"}, **HTMX,
+                                    HTTP_HX_TARGET="comparison")
+    assert_placed(response, 404, "#selector-error", f"No run with id {unknown}")
+    response = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"], "after": "zzz"}, **HTMX,
+                                    HTTP_HX_TARGET="load-more")
+    assert_placed(response, 400, "#load-more-error", "is not a datapoint id")
+    response = client_logged_in.get(reverse("run_search", args=["qa"]), {"run_ids": "abc", "q": "x"}, **HTMX,
+                                    HTTP_HX_TARGET="run-options")
+    assert_placed(response, 400, "#selector-error", "Not a valid run id")
+
+
+def test_failing_statistics_replace_the_spinner(client_logged_in, setup):
+    response = client_logged_in.get(reverse("comparison_stats", args=["qa"]), {"run_ids": "abc"}, **HTMX,
+                                    HTTP_HX_TARGET="results-stats")
+    assert_placed(response, 400, "#results-stats", "Not a valid run id")
+
+
+def test_errors_of_full_pages_and_history_restores_are_whole_pages(client_logged_in, setup):
+    full = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"], "filter": "worse"})
+    assert full.status_code == 400 and "<html" in full.content.decode() and "HX-Retarget" not in full
+    restore = client_logged_in.get(setup["url"], {"run_ids": setup["run_ids"], "filter": "worse"}, **HTMX,
+                                   HTTP_HX_HISTORY_RESTORE_REQUEST="true")
+    assert restore.status_code == 400 and "<html" in restore.content.decode() and "HX-Retarget" not in restore
+
+
+def metric_form_ids(body, inference):
+    """The ids of one inference's correction forms, in metric order."""
+    return re.findall(rf'id="(metric-{inference.id}-\d+)-correct"', body)
+
+
+def test_a_refused_correction_is_shown_next_to_its_metric(client_reviewer, setup):
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    page_url = reverse("datapoint_detail", args=["qa", datapoint.id])
+    body = client_reviewer.get(page_url, {"run_ids": setup["run_ids"]}).content.decode()
+    correct_row, similarity_row = metric_form_ids(body, inference)
+    assert f'id="{correct_row}-error"' in body and f'data-error-slot="#{correct_row}-error"' in body
+    url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct", "value": "2"}, **HTMX,
+                                    HTTP_HX_TARGET=f"scores-{inference.id}", HTTP_HX_TRIGGER=f"{correct_row}-correct")
+    assert_placed(response, 400, f"#{correct_row}-error", "must be 0 or 1")
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "similarity", "value": "x"}, **HTMX,
+                                    HTTP_HX_TRIGGER=f"{similarity_row}-correct")
+    assert_placed(response, 400, f"#{similarity_row}-error", "The correction was not saved (value: Enter a number.)")
+    # A request from no known form (or a forged trigger) still shows its message, at the top of the page.
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct", "value": "2"}, **HTMX,
+                                    HTTP_HX_TRIGGER='x"]; body')
+    assert_placed(response, 400, "#page-error", "must be 0 or 1")
+    assert not Feedback.objects.filter(inference=inference, source="human").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Corrections that can be governed: permission, revert, history
+
+
+def test_only_reviewers_may_correct(client_logged_in, user, setup):
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    page_url = reverse("datapoint_detail", args=["qa", datapoint.id])
+    body = client_logged_in.get(page_url, {"run_ids": setup["run_ids"]}).content.decode()
+    assert "correct-form" not in body and "<th>Correct it</th>" not in body and "Values are read-only for you" in body
+    assert 'class="value pass"' in body  # the values themselves are shown
+    data = {"inference_id": inference.id, "metric": "correct", "value": "0"}
+    url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    plain = client_logged_in.post(url, data)
+    assert plain.status_code == 403 and "Only reviewers can correct values" in plain.content.decode()
+    fragment = client_logged_in.post(url, data, **HTMX, HTTP_HX_TRIGGER=f"metric-{inference.id}-1-correct")
+    assert_placed(fragment, 403, f"#metric-{inference.id}-1-error", "“Reviewers” group")
+    revert_url = reverse("feedback_revert", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    assert client_logged_in.post(revert_url, data).status_code == 403
+    assert not Feedback.objects.filter(inference=inference, source="human").exists()
+
+    user.groups.add(reviewers_group())
+    body = client_logged_in.get(page_url, {"run_ids": setup["run_ids"]}).content.decode()
+    assert body.count('class="correct-form"') == 4 and "<th>Correct it</th>" in body  # 2 runs × 2 metrics
+    assert "Values are read-only for you" not in body
+    assert client_logged_in.post(url, data).status_code == 302
+
+
+def correct(client, setup, datapoint, inference, metric, value, reason=""):
+    url = reverse("feedback_create", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    response = client.post(url, {"inference_id": inference.id, "metric": metric, "value": value, "reason": reason},
+                           **HTMX)
+    assert response.status_code == 200, response.content.decode()
+    return Feedback.objects.filter(inference=inference, metric=metric).winning().get()
+
+
+def test_reverting_a_correction_lets_the_evaluator_win_again_and_keeps_the_history(client_reviewer, reviewer, setup):
+    datapoint = setup["datapoints"][0]  # candidate-v2 scored it false
+    inference = datapoint.inferences.get(run=setup["new"])
+    stats_url = reverse("comparison_stats", args=["qa"])
+    client_reviewer.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX)  # the paired sums are kept from here
+    correction = correct(client_reviewer, setup, datapoint, inference, "correct", "1", "judge was wrong")
+    assert "50.8%" in client_reviewer.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX).content.decode()
+    second_page = {"run_ids": setup["run_ids"], "after": str(setup["datapoints"][30].id)}
+
+    def row_of_datapoint():
+        rows = client_reviewer.get(setup["url"], second_page, **HTMX, HTTP_HX_TARGET="load-more").content.decode()
+        return rows.split(f'id="row-{datapoint.id}"')[1].split("</tbody>")[0]
+
+    assert "Corrected by a human: judge was wrong" in row_of_datapoint()
+
+    url = reverse("feedback_revert", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct"}, **HTMX,
+                                    HTTP_HX_TRIGGER=f"metric-{inference.id}-1-revert")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith(f'<table class="data run-scores" id="scores-{inference.id}"')
+    assert '<strong class="delta better" role="status">reverted</strong>' in body
+    assert "reverted by reviewer" in body and "revert-form" not in body  # nothing left to revert
+
+    values = list(Feedback.objects.filter(inference=inference, metric="correct").order_by("-id"))
+    revert, human, original = values
+    assert (revert.value, revert.source, revert.created_by, revert.tags) == (
+        0.0, "evaluator", reviewer, {"reverts": str(correction.id)})
+    assert (human.id, human.source, original.source) == (correction.id, "human", "evaluator")
+    # The evaluator's value counts again everywhere: rows and statistics.
+    assert "50.0%" in client_reviewer.get(stats_url, {"run_ids": setup["run_ids"]}, **HTMX).content.decode()
+    group = row_of_datapoint()
+    assert "answer 0 from candidate-v2" in group and "Corrected by a human" not in group
+
+    again = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct"}, **HTMX,
+                                 HTTP_HX_TRIGGER=f"metric-{inference.id}-1-revert")
+    assert_placed(again, 400, f"#metric-{inference.id}-1-error", "Nothing to revert")
+    assert client_reviewer.get(url).status_code == 405
+
+
+def test_a_revert_needs_an_evaluator_value_to_go_back_to(client_reviewer, setup):
+    datapoint = DatapointFactory(evaluation=setup["evaluation"], created=at(150))
+    inference = InferenceFactory(run=setup["new"], datapoint=datapoint)
+    Feedback.objects.record(inference, "correct", 1, source="human", reason="no judge ran")
+    url = reverse("feedback_revert", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct"}, **HTMX,
+                                    HTTP_HX_TRIGGER=f"metric-{inference.id}-1-revert")
+    assert_placed(response, 400, f"#metric-{inference.id}-1-error", "no evaluator value to go back to")
+    assert Feedback.objects.filter(inference=inference).count() == 1
+
+
+def test_the_history_says_who_corrected_what_and_when(client_reviewer, setup):
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    correct(client_reviewer, setup, datapoint, inference, "correct", "1", 'missed "step 2" <b>')
+    url = reverse("feedback_revert", args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+    client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct"}, **HTMX)
+    correction = correct(client_reviewer, setup, datapoint, inference, "correct", "1", "second look")
+    body = client_reviewer.get(reverse("datapoint_detail", args=["qa", datapoint.id]),
+                               {"run_ids": setup["run_ids"]}).content.decode()
+    scores = body.split(f'id="scores-{inference.id}"')[1].split("</table>")[0]
+    row = scores.split('data-metric="correct"')[1].split("</tr>")[0]
+    history = row.split('<details class="history">')[1].split("</details>")[0]
+    assert "<summary>4 values</summary>" in history
+    entries = re.findall(r"<li.*?</li>", history, flags=re.S)
+    assert len(entries) == 4 and 'class="counts"' in entries[0]
+    assert "corrected" in entries[0] and "by <strong>reviewer</strong>" in entries[0] and "second look" in entries[0]
+    assert "reverted to the evaluator's value" in entries[1] and "by <strong>reviewer</strong>" in entries[1]
+    assert "corrected" in entries[2] and "missed &quot;step 2&quot; &lt;b&gt;" in entries[2]
+    assert "evaluator" in entries[3] and "<strong>" not in entries[3]
+    assert f"{correction.created_at:%Y-%m-%d %H:%M} UTC" in entries[0]
+    assert "human · reviewer" in row  # the value that counts says who set it
+    assert "revert-form" in row  # a human value counts again: it can be reverted
+
+
+def test_corrections_and_reverts_need_the_csrf_token(reviewer, setup):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(reviewer)
+    datapoint = setup["datapoints"][0]
+    inference = datapoint.inferences.get(run=setup["new"])
+    Feedback.objects.record(inference, "correct", 1, source="human")
+    for name in ("feedback_create", "feedback_revert"):
+        url = reverse(name, args=["qa", datapoint.id]) + f"?run_ids={setup['run_ids']}"
+        response = client.post(url, {"inference_id": inference.id, "metric": "correct", "value": "0"})
+        assert response.status_code == 403, name
+    assert Feedback.objects.filter(inference=inference, metric="correct").count() == 2

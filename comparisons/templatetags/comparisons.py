@@ -71,6 +71,12 @@ def signed(value, evaluator=None) -> str:
 
 
 @register.filter
+def passes(value, evaluator) -> bool | None:
+    """Whether one metric value passes its evaluator (None when it has no pass/fail)."""
+    return evaluator.passes(value)
+
+
+@register.filter
 def pass_class(passes) -> str:
     return {True: "pass", False: "fail"}.get(passes, "neutral")
 

@@ -33,9 +33,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server, transactional_db):
+    from comparisons.reviewers import reviewers_group
     from tests.factories import UserFactory
 
-    UserFactory(username="browser-user")
+    UserFactory(username="browser-user").groups.add(reviewers_group())  # may correct values
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(10_000)
