@@ -59,7 +59,7 @@ def test_a_refused_correction_shows_its_message_next_to_the_metric(page, live_se
     row.locator("select[name=value]").select_option(index=1)
     row.get_by_role("button", name="Save").click()
     alert = row.get_by_role("alert")
-    expect(alert).to_contain_text("'correct' is boolean: the value must be 0 or 1.")
+    expect(alert).to_contain_text("'correct' is boolean: the value must be 0 or 1, not 2.")
     expect(row.locator(".value").first).to_have_text("true")  # the value that counts has not changed
     # Only that metric's row shows it; the other rows and the page top stay quiet.
     expect(page.locator("[role=alert]")).to_have_count(1)
