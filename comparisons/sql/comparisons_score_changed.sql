@@ -30,31 +30,25 @@ BEGIN
     IF old_value IS NOT DISTINCT FROM new_value THEN
         RETURN;  -- only who scored it changed
     END IF;
-    -- r as the compared run: its value minus each cached baseline's value on d.
+    -- Every cached pair r takes part in, as the compared run (its value minus the baseline's on d) or
+    -- as the baseline (the run's value minus r's), in one statement. For finite floats the sign of
+    -- a − b is the comparison of a and b, so the float difference says higher, lower or the same.
     UPDATE comparisons_pairedsummary p SET
         n = p.n + (c.d_now IS NOT NULL)::int - (c.d_was IS NOT NULL)::int,
         total = p.total + coalesce(c.d_now, 0) - coalesce(c.d_was, 0),
         total_sq = p.total_sq + coalesce(c.d_now * c.d_now, 0) - coalesce(c.d_was * c.d_was, 0),
-        higher = p.higher + coalesce((new_value > c.base)::int, 0) - coalesce((old_value > c.base)::int, 0),
-        lower = p.lower + coalesce((new_value < c.base)::int, 0) - coalesce((old_value < c.base)::int, 0),
-        same = p.same + coalesce((new_value = c.base)::int, 0) - coalesce((old_value = c.base)::int, 0)
+        higher = p.higher + coalesce((c.f_now > 0)::int, 0) - coalesce((c.f_was > 0)::int, 0),
+        lower = p.lower + coalesce((c.f_now < 0)::int, 0) - coalesce((c.f_was < 0)::int, 0),
+        same = p.same + coalesce((c.f_now = 0)::int, 0) - coalesce((c.f_was = 0)::int, 0)
     FROM (
-        SELECT q.id, b.value AS base, v_now - comparisons_exact(b.value) AS d_now, v_was - comparisons_exact(b.value) AS d_was
+        SELECT q.id, v_now - comparisons_exact(b.value) AS d_now, v_was - comparisons_exact(b.value) AS d_was,
+               new_value - b.value AS f_now, old_value - b.value AS f_was
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore b ON b.run_id = q.baseline_id AND b.metric = m AND b.datapoint_id = d
         WHERE q.run_id = r AND q.metric = m
-    ) c
-    WHERE p.id = c.id;
-    -- r as the baseline: each cached run's value on d minus r's.
-    UPDATE comparisons_pairedsummary p SET
-        n = p.n + (c.d_now IS NOT NULL)::int - (c.d_was IS NOT NULL)::int,
-        total = p.total + coalesce(c.d_now, 0) - coalesce(c.d_was, 0),
-        total_sq = p.total_sq + coalesce(c.d_now * c.d_now, 0) - coalesce(c.d_was * c.d_was, 0),
-        higher = p.higher + coalesce((c.value > new_value)::int, 0) - coalesce((c.value > old_value)::int, 0),
-        lower = p.lower + coalesce((c.value < new_value)::int, 0) - coalesce((c.value < old_value)::int, 0),
-        same = p.same + coalesce((c.value = new_value)::int, 0) - coalesce((c.value = old_value)::int, 0)
-    FROM (
-        SELECT q.id, s.value, comparisons_exact(s.value) - v_now AS d_now, comparisons_exact(s.value) - v_was AS d_was
+        UNION ALL
+        SELECT q.id, comparisons_exact(s.value) - v_now, comparisons_exact(s.value) - v_was,
+               s.value - new_value, s.value - old_value
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore s ON s.run_id = q.run_id AND s.metric = m AND s.datapoint_id = d
         WHERE q.baseline_id = r AND q.metric = m
