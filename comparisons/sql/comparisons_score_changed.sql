@@ -31,24 +31,22 @@ BEGIN
         RETURN;  -- only who scored it changed
     END IF;
     -- Every cached pair r takes part in, as the compared run (its value minus the baseline's on d) or
-    -- as the baseline (the run's value minus r's), in one statement. For finite floats the sign of
-    -- a − b is the comparison of a and b, so the float difference says higher, lower or the same.
+    -- as the baseline (the run's value minus r's), in one statement. comparisons_exact keeps the order
+    -- of floats, so the sign of the exact difference says higher, lower or the same.
     UPDATE comparisons_pairedsummary p SET
         n = p.n + (c.d_now IS NOT NULL)::int - (c.d_was IS NOT NULL)::int,
         total = p.total + coalesce(c.d_now, 0) - coalesce(c.d_was, 0),
         total_sq = p.total_sq + coalesce(c.d_now * c.d_now, 0) - coalesce(c.d_was * c.d_was, 0),
-        higher = p.higher + coalesce((c.f_now > 0)::int, 0) - coalesce((c.f_was > 0)::int, 0),
-        lower = p.lower + coalesce((c.f_now < 0)::int, 0) - coalesce((c.f_was < 0)::int, 0),
-        same = p.same + coalesce((c.f_now = 0)::int, 0) - coalesce((c.f_was = 0)::int, 0)
+        higher = p.higher + coalesce((c.d_now > 0)::int, 0) - coalesce((c.d_was > 0)::int, 0),
+        lower = p.lower + coalesce((c.d_now < 0)::int, 0) - coalesce((c.d_was < 0)::int, 0),
+        same = p.same + coalesce((c.d_now = 0)::int, 0) - coalesce((c.d_was = 0)::int, 0)
     FROM (
-        SELECT q.id, v_now - comparisons_exact(b.value) AS d_now, v_was - comparisons_exact(b.value) AS d_was,
-               new_value - b.value AS f_now, old_value - b.value AS f_was
+        SELECT q.id, v_now - comparisons_exact(b.value) AS d_now, v_was - comparisons_exact(b.value) AS d_was
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore b ON b.run_id = q.baseline_id AND b.metric = m AND b.datapoint_id = d
         WHERE q.run_id = r AND q.metric = m
         UNION ALL
-        SELECT q.id, comparisons_exact(s.value) - v_now, comparisons_exact(s.value) - v_was,
-               s.value - new_value, s.value - old_value
+        SELECT q.id, comparisons_exact(s.value) - v_now, comparisons_exact(s.value) - v_was
         FROM comparisons_pairedsummary q
         JOIN comparisons_windowscore s ON s.run_id = q.run_id AND s.metric = m AND s.datapoint_id = d
         WHERE q.baseline_id = r AND q.metric = m
