@@ -1,7 +1,19 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _ensure_reviewers_group(sender, using="default", **kwargs):
+    """After every `migrate`, the Reviewers group exists with the permission to correct values (the
+    permission itself is created by post_migrate too, so this runs after auth's handler)."""
+    from comparisons.reviewers import reviewers_group
+
+    reviewers_group()
 
 
 class ComparisonsConfig(AppConfig):
     name = "comparisons"
     verbose_name = "Evaluations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        post_migrate.connect(_ensure_reviewers_group, sender=self, dispatch_uid="comparisons-reviewers-group")

@@ -99,3 +99,10 @@ def test_statistics_count_human_overrides_and_a_revert_by_the_evaluator_undoes_i
     Feedback.objects.record(cell, "rouge", 0.5, source="evaluator")  # the evaluator's value wins again
     rouge = next(m for m in comparison_stats(comparison).metrics if m.evaluator.name == "rouge")
     assert (rouge.per_run[0].n, rouge.per_run[0].overrides, rouge.per_run[0].mean) == (1, 0, 0.5)
+
+
+def test_every_migrated_database_has_the_reviewers_group_with_the_correct_permission():
+    from django.contrib.auth.models import Group
+
+    group = Group.objects.get(name="Reviewers")
+    assert [p.codename for p in group.permissions.all()] == ["add_feedback"]
