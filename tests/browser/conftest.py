@@ -47,3 +47,37 @@ def page(browser, live_server, transactional_db):
     page.wait_for_url(f"{live_server.url}/evaluations/")
     yield page
     context.close()
+
+
+def comparison_data(variants: list[str], *, datapoints: int, scored_runs: int, similarity: bool = False) -> dict:
+    """Evaluation "qa" with runs `variants` a minute apart and `datapoints` datapoints a second apart;
+    the first `scored_runs` runs have an output and a `correct` score (alternating) for each, and with
+    `similarity` a float metric (cutoff 0.5) scored 0.25 + run index / 2."""
+    from datetime import timedelta
+
+    from comparisons.ids import uuid7
+    from tests.factories import (
+        DatapointFactory,
+        EvaluationFactory,
+        EvaluatorFactory,
+        FeedbackFactory,
+        InferenceFactory,
+        RunFactory,
+        at,
+    )
+
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    if similarity:
+        EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float", cutoff=0.5)
+    runs = [RunFactory(evaluation=evaluation, id=uuid7(at(100 + i)), variant_name=name)
+            for i, name in enumerate(variants)]
+    points = [DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
+              for i in range(datapoints)]
+    for run_index, run in enumerate(runs[:scored_runs]):
+        for i, datapoint in enumerate(points):
+            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"output {i} of {run.variant_name}")
+            FeedbackFactory(inference=inference, metric="correct", value=float((i + run_index) % 2))
+            if similarity:
+                FeedbackFactory(inference=inference, metric="similarity", value=0.25 + run_index / 2)
+    return {"evaluation": evaluation, "runs": runs, "datapoints": points}

@@ -1,37 +1,18 @@
 """What a person does on the comparison page, in a real Chromium."""
 
-from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.sync_api import expect
 
-from comparisons.ids import uuid7
 from comparisons.models import Feedback
-from tests.factories import (
-    DatapointFactory,
-    EvaluationFactory,
-    EvaluatorFactory,
-    FeedbackFactory,
-    InferenceFactory,
-    RunFactory,
-    at,
-)
+from tests.browser.conftest import comparison_data
 
 
 @pytest.fixture
 def data(transactional_db):
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="correct")
-    runs = [RunFactory(evaluation=evaluation, id=uuid7(at(100 + i)), variant_name=name)
-            for i, name in enumerate(["alpha-baseline", "bravo-candidate", "charlie-experiment"])]
-    datapoints = [DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
-                  for i in range(130)]
-    for run_index, run in enumerate(runs[:2]):
-        for i, datapoint in enumerate(datapoints):
-            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"output {i} of {run.variant_name}")
-            FeedbackFactory(inference=inference, metric="correct", value=float((i + run_index) % 2))
-    return {"evaluation": evaluation, "runs": runs, "datapoints": datapoints}
+    return comparison_data(["alpha-baseline", "bravo-candidate", "charlie-experiment"], datapoints=130,
+                           scored_runs=2)
 
 
 def run_ids_in(url):

@@ -1,40 +1,18 @@
 """Errors shown where the user acted, and reverting a correction, in a real Chromium."""
 
 import re
-from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from playwright.sync_api import expect
 
-from comparisons.ids import uuid7
 from comparisons.models import Feedback
-from tests.factories import (
-    DatapointFactory,
-    EvaluationFactory,
-    EvaluatorFactory,
-    FeedbackFactory,
-    InferenceFactory,
-    RunFactory,
-    at,
-)
+from tests.browser.conftest import comparison_data
 
 
 @pytest.fixture
 def data(transactional_db):
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="correct")
-    EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float", cutoff=0.5)
-    runs = [RunFactory(evaluation=evaluation, id=uuid7(at(100 + i)), variant_name=name)
-            for i, name in enumerate(["alpha-baseline", "bravo-candidate"])]
-    datapoints = [DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
-                  for i in range(110)]
-    for run_index, run in enumerate(runs):
-        for i, datapoint in enumerate(datapoints):
-            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"output {i} of {run.variant_name}")
-            FeedbackFactory(inference=inference, metric="correct", value=float((i + run_index) % 2))
-            FeedbackFactory(inference=inference, metric="similarity", value=0.25 + run_index / 2)
-    return {"evaluation": evaluation, "runs": runs, "datapoints": datapoints}
+    return comparison_data(["alpha-baseline", "bravo-candidate"], datapoints=110, scored_runs=2, similarity=True)
 
 
 def comparison_url(live_server, data, **params):
