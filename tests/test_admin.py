@@ -2,7 +2,7 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from comparisons.models import Datapoint, Evaluator, Feedback
+from comparisons.models import Datapoint, Evaluation, Evaluator, Feedback
 from tests.factories import (
     DatapointFactory,
     EvaluationFactory,
@@ -169,3 +169,82 @@ def test_variant_and_metric_filters_offer_known_names_and_filter(admin_client_lo
     feedback = reverse("admin:comparisons_feedback_changelist")
     assert [f.metric for f in admin_client_logged_in.get(feedback, {"metric": "quality"})
             .context["cl"].result_list] == ["quality"]
+
+
+def test_empty_add_forms_answer_with_form_errors(admin_client_logged_in, data):
+    for model in registered_models():
+        opts = model._meta
+        response = admin_client_logged_in.post(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"), {})
+        assert response.status_code == 200, opts.model_name
+        assert response.context["adminform"].form.errors, opts.model_name
+        assert "errornote" in response.content.decode(), opts.model_name
+
+
+def test_an_inference_without_run_or_datapoint_is_a_form_error(admin_client_logged_in, data):
+    url = reverse("admin:comparisons_inference_add")
+    response = admin_client_logged_in.post(url, {"datapoint": data["inference"].datapoint_id, "variant_name": "v"})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"run": ["This field is required."]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": NaN}', "NaN"),
+    ('{"a": 1e400}', "Infinity"),
+    ('{"a": "\\u0000"}', "NUL character"),
+    ('{"\\u0000": 1}', "NUL character"),
+    ("1" * 5000, "Enter a valid JSON."),
+    ("[" * 5000 + "]" * 5000, "Enter a valid JSON."),
+    ("[" * 300 + "]" * 300, "nested deeper than 200 levels"),
+])
+def test_json_that_postgresql_cannot_store_is_a_form_error(admin_client_logged_in, data, text, message):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_datapoint_add"), {
+        "dataset": evaluation.dataset_id, "function": evaluation.function_id, "name": "new",
+        "input": text, "reference_output": "null", "tags": "{}"})
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors["input"])
+    assert not Datapoint.objects.filter(name="new").exists()
+
+
+@pytest.mark.parametrize("name", ["team/alpha", "qa\n", "line\r\nbreak", "tab\there", "a b", 'quote"', "..", "",
+                                  "x" * 201])
+def test_names_the_urls_cannot_carry_are_refused_in_the_admin(admin_client_logged_in, data, name):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluation_add"), {
+        "name": name, "function": evaluation.function_id, "dataset": evaluation.dataset_id,
+        "evaluators-TOTAL_FORMS": "0", "evaluators-INITIAL_FORMS": "0"})
+    assert response.status_code == 200
+    assert "name" in response.context["adminform"].form.errors
+    assert not Evaluation.objects.exclude(pk=evaluation.pk).exists()
+
+
+def test_an_evaluator_name_is_checked_in_the_evaluation_inline(admin_client_logged_in, data):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluation_add"), {
+        "name": "new-eval", "function": evaluation.function_id, "dataset": evaluation.dataset_id,
+        "evaluators-TOTAL_FORMS": "1", "evaluators-INITIAL_FORMS": "0", "evaluators-0-name": "bad/metric",
+        "evaluators-0-kind": "exact_match", "evaluators-0-value_type": "boolean", "evaluators-0-optimize": "max",
+        "evaluators-0-config": '{"threshold": Infinity}'})
+    assert response.status_code == 200
+    errors = response.context["inline_admin_formsets"][0].formset.errors[0]
+    assert set(errors) == {"name", "config"}
+    assert not Evaluation.objects.filter(name="new-eval").exists()
+
+
+def test_an_evaluation_named_before_validation_is_listed_and_cannot_break_the_compare_action(
+        admin_client_logged_in, data):
+    Evaluation.objects.filter(pk=data["evaluation"].pk).update(name='team/qa\r\n"x"')  # as raw SQL would
+    response = admin_client_logged_in.get(reverse("admin:comparisons_evaluation_changelist"))
+    assert response.status_code == 200
+    assert "rename to compare" in response.content.decode()
+    second = RunFactory(evaluation=data["evaluation"])
+    action = admin_client_logged_in.post(reverse("admin:comparisons_evaluationrun_changelist"), {
+        "action": "compare_selected", "_selected_action": [data["run"].pk, second.pk]}, follow=True)
+    assert action.status_code == 200 and "cannot be in a URL; rename the evaluation" in action.content.decode()
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "-1", "", "7.0", "日本"])
+def test_odd_run_date_filter_values_list_every_run(admin_client_logged_in, data, value):
+    response = admin_client_logged_in.get(reverse("admin:comparisons_evaluationrun_changelist"), {"run_date": value})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1
