@@ -59,7 +59,9 @@ def pretty_json(value) -> str:
 
 
 class PortalModelAdmin(admin.ModelAdmin):
-    """JSON is edited with StorableJSONField, so what PostgreSQL cannot store is a form error, not a 500."""
+    """JSON is edited with StorableJSONField, so what PostgreSQL cannot store is a form error, not a 500.
+
+    Keep no per-request state on `self`: one instance serves every request (use the request)."""
 
     formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
 
@@ -187,11 +189,13 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
         if not changes:
             return
         original = Datapoint.objects.get(pk=obj.pk)
-        self._new_version = original.revise(**changes)
-        messages.info(request, f"Saved as a new version {self._new_version.pk}; the old version is kept.")
+        # On the request, not on self: this admin instance serves every request, so a version kept
+        # here would redirect the next edit of another datapoint to this one.
+        request._datapoint_new_version = original.revise(**changes)
+        messages.info(request, f"Saved as a new version {request._datapoint_new_version.pk}; the old version is kept.")
 
     def response_change(self, request, obj):
-        new_version = getattr(self, "_new_version", None)
+        new_version = getattr(request, "_datapoint_new_version", None)
         if new_version is not None and "_continue" in request.POST:
             return HttpResponseRedirect(reverse("admin:comparisons_datapoint_change", args=[new_version.pk]))
         return super().response_change(request, obj)

@@ -1,5 +1,10 @@
+import json
+
 import pytest
 from django.contrib import admin
+from django.contrib.messages.storage.fallback import FallbackStorage
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import RequestFactory
 from django.urls import reverse
 
 from comparisons.models import Datapoint, Evaluation, Evaluator, Feedback
@@ -169,6 +174,73 @@ def test_variant_and_metric_filters_offer_known_names_and_filter(admin_client_lo
     feedback = reverse("admin:comparisons_feedback_changelist")
     assert [f.metric for f in admin_client_logged_in.get(feedback, {"metric": "quality"})
             .context["cl"].result_list] == ["quality"]
+
+
+def _fields(datapoint, name):
+    return {"name": name, "input": json.dumps(datapoint.input), "tags": "{}", "initial-tags": "{}",
+            "reference_output": json.dumps(datapoint.reference_output)}  # initial-: tags has a callable default
+
+
+def _edit(client, datapoint, name, button):
+    """Post the datapoint's change form with `name`, pressing "Save" or "Save and continue editing"."""
+    url = reverse("admin:comparisons_datapoint_change", args=[datapoint.pk])
+    return client.post(url, {**_fields(datapoint, name), "_continue" if button == "continue" else "_save": "1"})
+
+
+def _change_url(datapoint):
+    return reverse("admin:comparisons_datapoint_change", args=[datapoint.pk])
+
+
+@pytest.mark.parametrize("first_button, second_button", [("continue", "save"), ("save", "continue")])
+@pytest.mark.parametrize("second_changes", [True, False])
+def test_a_datapoint_edit_never_redirects_to_the_version_an_earlier_edit_made(
+        admin_client_logged_in, data, first_button, second_button, second_changes):
+    a = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    b = DatapointFactory(evaluation=data["evaluation"], created=at(2))
+    first = _edit(admin_client_logged_in, a, "a edited", first_button)
+    new_a = Datapoint.objects.get(supersedes=a)
+    second = _edit(admin_client_logged_in, b, "b edited" if second_changes else b.name, second_button)
+    new_b = Datapoint.objects.filter(supersedes=b).first()
+    assert (new_b is not None) == second_changes
+    changelist = reverse("admin:comparisons_datapoint_changelist")
+    assert first.status_code == second.status_code == 302
+    assert first.url == (_change_url(new_a) if first_button == "continue" else changelist)
+    assert second.url == (_change_url(new_b or b) if second_button == "continue" else changelist)
+    assert str(new_a.pk) not in second.url
+
+
+def test_interleaved_datapoint_edits_each_redirect_to_their_own_version(staff_user, data):
+    """Two requests on the one shared DatapointAdmin: B saves between A's save and A's response."""
+    model_admin = admin.site._registry[Datapoint]
+    a = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    b = DatapointFactory(evaluation=data["evaluation"], created=at(2))
+
+    def save(datapoint, name):
+        request = RequestFactory().post(_change_url(datapoint), {**_fields(datapoint, name), "_continue": "1"})
+        request.user, request.session = staff_user, SessionStore()
+        request._messages = FallbackStorage(request)
+        form = model_admin.get_form(request, datapoint, change=True)(request.POST, instance=datapoint)
+        assert form.is_valid(), form.errors
+        model_admin.save_model(request, datapoint, form, change=True)
+        return request
+
+    request_a = save(a, "a edited")
+    request_b = save(b, "b edited")
+    assert model_admin.response_change(request_a, a).url == _change_url(Datapoint.objects.get(supersedes=a))
+    assert model_admin.response_change(request_b, b).url == _change_url(Datapoint.objects.get(supersedes=b))
+
+
+def test_admin_instances_keep_no_request_state(admin_client_logged_in, data):
+    """Every ModelAdmin is one instance shared by all requests: saving, adding and listing leave it as it was."""
+    before = {model: dict(vars(model_admin)) for model, model_admin in admin.site._registry.items()}
+    datapoint = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    _edit(admin_client_logged_in, datapoint, "edited", "continue")
+    for model in registered_models():
+        opts = model._meta
+        admin_client_logged_in.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        admin_client_logged_in.post(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"), {})
+    after = {model: dict(vars(model_admin)) for model, model_admin in admin.site._registry.items()}
+    assert after == before
 
 
 def test_empty_add_forms_answer_with_form_errors(admin_client_logged_in, data):
