@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Count, Q, TextField
 from django.db.models.functions import Cast, Coalesce
 from django.http import HttpResponseRedirect
@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from comparisons.forms import StorableJSONField
 from comparisons.ids import uuid7_min, uuid7_time
 from comparisons.models import (
     Datapoint,
@@ -57,6 +58,14 @@ def pretty_json(value) -> str:
     return format_html('<pre class="json-pretty">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
 
 
+class PortalModelAdmin(admin.ModelAdmin):
+    """JSON is edited with StorableJSONField, so what PostgreSQL cannot store is a form error, not a 500.
+
+    Keep no per-request state on `self`: one instance serves every request (use the request)."""
+
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
+
+
 class IdPrefixAndTagsSearchMixin:
     """Search also matches an id prefix (as shown in the portal) and text inside the `tags` JSON."""
 
@@ -96,7 +105,7 @@ class StaleFilter(admin.SimpleListFilter):
 
 
 @admin.register(Function)
-class FunctionAdmin(admin.ModelAdmin):
+class FunctionAdmin(PortalModelAdmin):
     list_display = ["name", "kind", "datapoint_count"]
     list_filter = ["kind"]
     search_fields = ["name"]
@@ -110,7 +119,7 @@ class FunctionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(PortalModelAdmin):
     list_display = ["name", "current_count", "version_count"]
     search_fields = ["name"]
 
@@ -130,7 +139,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Datapoint)
-class DatapointAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
+class DatapointAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_display = ["short_id", "name", "dataset", "function", "created", "staled_at", "is_current"]
     list_filter = [StaleFilter, "dataset", "function"]
     search_fields = ["name"]
@@ -180,11 +189,13 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
         if not changes:
             return
         original = Datapoint.objects.get(pk=obj.pk)
-        self._new_version = original.revise(**changes)
-        messages.info(request, f"Saved as a new version {self._new_version.pk}; the old version is kept.")
+        # On the request, not on self: this admin instance serves every request, so a version kept
+        # here would redirect the next edit of another datapoint to this one.
+        request._datapoint_new_version = original.revise(**changes)
+        messages.info(request, f"Saved as a new version {request._datapoint_new_version.pk}; the old version is kept.")
 
     def response_change(self, request, obj):
-        new_version = getattr(self, "_new_version", None)
+        new_version = getattr(request, "_datapoint_new_version", None)
         if new_version is not None and "_continue" in request.POST:
             return HttpResponseRedirect(reverse("admin:comparisons_datapoint_change", args=[new_version.pk]))
         return super().response_change(request, obj)
@@ -203,12 +214,13 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
 
 class EvaluatorInline(admin.TabularInline):
     model = Evaluator
+    formfield_overrides = PortalModelAdmin.formfield_overrides
     extra = 0
     fields = ["name", "kind", "value_type", "optimize", "cutoff", "min_value", "max_value", "config"]
 
 
 @admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin):
+class EvaluationAdmin(PortalModelAdmin):
     list_display = ["name", "function", "dataset", "run_count", "comparison_link"]
     list_filter = ["function", "dataset"]
     search_fields = ["name", "description"]
@@ -223,11 +235,14 @@ class EvaluationAdmin(admin.ModelAdmin):
 
     @admin.display(description="compare")
     def comparison_link(self, obj):
-        return format_html('<a href="{}">open comparison</a>', reverse("comparison_detail", args=[obj.name]))
+        url = obj.comparison_url
+        if url is None:
+            return "rename to compare (the name cannot be in a URL)"
+        return format_html('<a href="{}">open comparison</a>', url)
 
 
 @admin.register(Evaluator)
-class EvaluatorAdmin(admin.ModelAdmin):
+class EvaluatorAdmin(PortalModelAdmin):
     list_display = ["name", "evaluation", "kind", "value_type", "optimize", "cutoff", "min_value", "max_value"]
     list_filter = ["evaluation", "kind", "value_type"]
     search_fields = ["name", "evaluation__name"]
@@ -252,7 +267,7 @@ class RunDateFilter(admin.SimpleListFilter):
 
 
 @admin.register(EvaluationRun)
-class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
+class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_display = ["short_id", "evaluation", "variant_name", "status", "run_time", "finished_at",
                     "inference_count", "error_count"]
     list_filter = ["evaluation", "status", "variant_name", RunDateFilter]
@@ -309,7 +324,11 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
                 level=messages.ERROR,
             )
             return None
-        url = reverse("comparison_detail", args=[runs[0].evaluation.name])
+        url = runs[0].evaluation.comparison_url
+        if url is None:
+            self.message_user(request, f"'{runs[0].evaluation.name}' cannot be in a URL; rename the evaluation "
+                              "to compare its runs.", level=messages.ERROR)
+            return None
         return HttpResponseRedirect(f"{url}?{urlencode({'run_ids': ','.join(str(r.id) for r in runs)})}")
 
 
@@ -341,7 +360,7 @@ class MetricFilter(ValuesFromFilter):
 
 
 @admin.register(Inference)
-class InferenceAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
+class InferenceAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_display = ["short_id", "run", "variant_name", "variant_pinned", "datapoint_short", "latency_ms",
                     "has_error"]
     list_filter = ["run__evaluation", VariantFilter, "variant_pinned", ("error", admin.EmptyFieldListFilter)]
@@ -380,7 +399,7 @@ class InferenceAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(Feedback)
-class FeedbackAdmin(IdPrefixAndTagsSearchMixin, admin.ModelAdmin):
+class FeedbackAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_display = ["short_id", "metric", "value", "source", "created", "inference_short", "created_by"]
     list_filter = ["source", MetricFilter, "inference__run__evaluation"]
     search_fields = ["metric", "reason"]

@@ -10,11 +10,13 @@ written and up to two prefetched). `summary_lines()` gives one line per
 import csv
 import json
 import queue
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
+from urllib.parse import quote
 
 from django.db import connection, connections
 
@@ -36,6 +38,17 @@ BASE_COLUMNS = [
 ]
 SUMMARY_COLUMNS = ["run_id", "variant", "metric", "n", "mean", "ci_low", "ci_high", "delta", "delta_ci_low",
                    "delta_ci_high", "improved", "regressed", "unchanged", "human_overrides"]
+
+
+def attachment_disposition(filename: str) -> str:
+    """A Content-Disposition header for downloading `filename`, whatever it holds (RFC 6266).
+
+    `filename` is a plain ASCII fallback, anything but letters, digits and . _ - replaced by "_" (and
+    none of . _ - first or last), so no quote, semicolon or line break can end or split the header;
+    `filename*` carries the real name, percent-encoded UTF-8, for every current browser.
+    """
+    fallback = re.sub(r"[^A-Za-z0-9._-]+", "_", filename).strip("._-") or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def compact_json(value) -> str | None:

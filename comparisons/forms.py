@@ -1,9 +1,12 @@
-"""Parsing of the comparison's query string and the metric-correction form."""
+"""Parsing of the comparison's query string, the metric-correction form, and the admin's JSON field."""
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 
 from comparisons.ids import parse_uuid
 from comparisons.queries import ComparisonError, RowFilter, RowQuery, RowSort, parse_run_ids
+from comparisons.validation import json_problem
 
 
 class ComparisonForm(forms.Form):
@@ -49,3 +52,26 @@ class RevertForm(forms.Form):
 
     inference_id = forms.UUIDField()
     metric = forms.CharField(max_length=200)
+
+
+class StorableJSONField(forms.JSONField):
+    """Django's JSON form field, refusing with a form error what would otherwise be a 500: JSON that
+    Python cannot read (numbers beyond its 4,300-digit limit, nesting beyond its recursion limit) and
+    values PostgreSQL cannot store (NUL in a string, NaN, Infinity, see `json_problem`)."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except (ValueError, RecursionError) as error:  # Django itself only catches JSONDecodeError
+            raise ValidationError(self.error_messages["invalid"], code="invalid", params={"value": value}) from error
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except (ValueError, RecursionError):
+            return InvalidJSONInput(data)
+
+    def validate(self, value):
+        super().validate(value)
+        if problem := json_problem(value):
+            raise ValidationError(f"This JSON {problem}.", code="unstorable")

@@ -6,6 +6,7 @@ the row with the greatest id wins. Every time-carrying id is a UUIDv7 (see `ids.
 """
 
 import math
+import re
 from datetime import datetime
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -15,16 +16,41 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import connection, models, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from comparisons.ids import uuid7, uuid7_max, uuid7_time
 
+# \A and \Z, not ^ and $: "$" also matches before a final line break, which let "name\n" through.
 NAME_VALIDATOR = RegexValidator(
-    r"^[A-Za-z0-9_.:-]+$", "Use letters, digits and _ . : - only (the name appears in URLs)."
+    r"\A(?!\.+\Z)[A-Za-z0-9_.:-]+\Z",
+    "Use letters, digits and _ . : - only, and not only dots (the name appears in URLs and file names).",
 )
+# What a URL path segment cannot carry: a slash splits it, control characters are refused with a 400.
+NOT_IN_URL_SEGMENT = re.compile(r"[/\x00-\x1f\x7f]")
 
 
-class Function(models.Model):
+def fits_in_url(name: str) -> bool:
+    """Whether `name` can be one segment of a URL the portal answers. Names are validated when they are
+    created, but rows written before (or by raw SQL) may hold anything."""
+    return bool(name) and name not in (".", "..") and not NOT_IN_URL_SEGMENT.search(name)
+
+
+class ValidatedNameModel(models.Model):
+    """A model whose `name` appears in URLs: every save checks it against NAME_VALIDATOR, so
+    `objects.create()`, `get_or_create()`, imports and scripts cannot write a name the admin would refuse."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "name" in update_fields:
+            self.clean_fields(exclude=[f.name for f in self._meta.fields if f.name != "name"])
+        super().save(*args, **kwargs)
+
+
+class Function(ValidatedNameModel):
     """An LLM function under evaluation."""
 
     class Kind(models.TextChoices):
@@ -42,7 +68,7 @@ class Function(models.Model):
         return self.name
 
 
-class Dataset(models.Model):
+class Dataset(ValidatedNameModel):
     """A named set of datapoints."""
 
     name = models.CharField(max_length=200, unique=True, validators=[NAME_VALIDATOR])
@@ -198,7 +224,7 @@ class Datapoint(models.Model):
             Datapoint.objects.filter(pk=self.pk).update(staled_at=self.staled_at)
 
 
-class Evaluation(models.Model):
+class Evaluation(ValidatedNameModel):
     """A function evaluated on a dataset by a set of evaluators."""
 
     name = models.CharField(max_length=200, unique=True, validators=[NAME_VALIDATOR])
@@ -220,8 +246,18 @@ class Evaluation(models.Model):
         """All versions of the datapoints this evaluation runs over."""
         return Datapoint.objects.for_dataset(self.dataset_id, self.function_id)
 
+    @property
+    def comparison_url(self) -> str | None:
+        """The comparison page, or None when the name (from before validation) cannot be in a URL."""
+        if not fits_in_url(self.name):
+            return None
+        try:
+            return reverse("comparison_detail", args=[self.name])
+        except NoReverseMatch:
+            return None
 
-class Evaluator(models.Model):
+
+class Evaluator(ValidatedNameModel):
     """A metric of an evaluation: how an output is scored, and which way is better."""
 
     class Kind(models.TextChoices):
@@ -421,6 +457,8 @@ class Inference(models.Model):
         return f"{self.variant_name} on {self.datapoint_id}"
 
     def clean(self):
+        if self.run_id is None or self.datapoint_id is None:
+            return  # the missing field reports itself as required
         run, datapoint = self.run, self.datapoint
         evaluation = run.evaluation
         if (datapoint.dataset_id, datapoint.function_id) != (evaluation.dataset_id, evaluation.function_id):

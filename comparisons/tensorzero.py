@@ -15,7 +15,10 @@ FloatMetricFeedback). Mapping:
 - Ids (hence times), `staled_at`, `processing_time_ms` (latency) and `tensorzero::variant_pinned` are kept.
 
 Nothing is guessed: feedback whose inference is not in the export (or the database), inferences whose
-datapoint is not, and malformed lines are counted and reported. One transaction; ids already
+datapoint is not, and malformed lines are counted and reported. A line is malformed when it is not
+a JSON object with the table's columns, or holds what the portal cannot keep: a function, dataset,
+evaluation or evaluator name that NAME_VALIDATOR refuses (they appear in URLs and file names), an id
+without a time before year 10000, NUL in text, NaN or Infinity, a negative latency. One transaction; ids already
 present are left alone, so importing the same files twice changes nothing.
 """
 
@@ -27,11 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from comparisons.bulk import copy_rows
 from comparisons.ids import parse_uuid, uuid7_time
 from comparisons.models import Datapoint, Dataset, Evaluation, EvaluationRun, Evaluator, Feedback, Function, Inference
+from comparisons.validation import json_problem, text_problem
 
 FILES = {
     "chat_inference_examples.jsonl": ("inference", "chat"),
@@ -79,10 +84,44 @@ class ImportReport:
         return out
 
 
-def _json_field(value):
-    """ClickHouse String columns hold JSON as text; accept decoded JSON too."""
+def _json_field(value, column):
+    """ClickHouse String columns hold JSON as text; accept decoded JSON too. Refuses what jsonb cannot store."""
     if isinstance(value, str):
-        return json.loads(value) if value.strip() else None
+        try:
+            value = json.loads(value) if value.strip() else None
+        except ValueError as error:
+            raise ValueError(f"{column} is not valid JSON: {error}") from error
+    if problem := json_problem(value):
+        raise ValueError(f"{column} {problem}")
+    return value
+
+
+def _name(model, value, column):
+    """`value` if it is an allowed name for `model` (NAME_VALIDATOR, length), else ValueError naming it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{column} is not a string: {str(value)[:60]!r}")
+    try:
+        model._meta.get_field("name").clean(value, None)
+    except ValidationError as error:
+        raise ValueError(f"{column} {value[:60]!r} is not allowed: {' '.join(error.messages)}") from error
+    return value
+
+
+def _text(value, column, max_length=None):
+    if not isinstance(value, str):
+        raise ValueError(f"{column} is not a string: {str(value)[:60]!r}")
+    if problem := text_problem(value):
+        raise ValueError(f"{column} {problem}")
+    if max_length is not None and len(value) > max_length:
+        raise ValueError(f"{column} is longer than {max_length} characters")
+    return value
+
+
+def _latency(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"processing_time_ms is not a non-negative number: {str(value)[:60]!r}")
     return value
 
 
@@ -98,6 +137,10 @@ def _uuid(value, name):
     parsed = parse_uuid(value) if value is not None else None
     if parsed is None:
         raise ValueError(f"{name} is not a UUID: {str(value)[:60]!r}")
+    try:
+        uuid7_time(parsed)  # ids carry their creation time; pages show it
+    except (ValueError, OverflowError) as error:
+        raise ValueError(f"{name} {parsed} carries no time before year 10000 (a UUIDv7 is expected)") from error
     return parsed
 
 
@@ -126,6 +169,8 @@ def read_export(directory: Path, report: ImportReport) -> dict[str, list[dict]]:
                     rows[kind].append({**_clean(kind, flavour, row), "where": f"{name}:{number}"})
                 except (ValueError, TypeError, OverflowError) as error:
                     report.problems.append(f"{name}:{number}: {error}")
+                except RecursionError:
+                    report.problems.append(f"{name}:{number}: JSON nested too deeply")
     return rows
 
 
@@ -133,16 +178,27 @@ def _clean(kind, flavour, row) -> dict:
     tags = row.get("tags") or {}
     if not isinstance(tags, dict):
         raise ValueError("tags is not a map")
+    if problem := json_problem(tags):
+        raise ValueError(f"tags {problem}")
     if kind == "datapoint":
-        return {"id": _uuid(row["id"], "id"), "kind": flavour, "dataset": row["dataset_name"],
-                "function": row["function_name"], "input": _json_field(row["input"]),
-                "output": _json_field(row.get("output")), "tags": tags, "name": row.get("name") or "",
+        return {"id": _uuid(row["id"], "id"), "kind": flavour,
+                "dataset": _name(Dataset, row["dataset_name"], "dataset_name"),
+                "function": _name(Function, row["function_name"], "function_name"),
+                "input": _json_field(row["input"], "input"), "output": _json_field(row.get("output"), "output"),
+                "tags": tags, "name": _text(row.get("name") or "", "name", 200),
                 "is_deleted": bool(row.get("is_deleted")), "updated_at": _timestamp(row.get("updated_at")),
                 "staled_at": _timestamp(row.get("staled_at"))}
     if kind == "inference":
-        return {"id": _uuid(row["id"], "id"), "kind": flavour, "function": row["function_name"],
-                "variant": row["variant_name"], "input": _json_field(row.get("input")),
-                "output": _json_field(row["output"]), "latency_ms": row.get("processing_time_ms"), "tags": tags}
+        function = _text(row["function_name"], "function_name")
+        if not function.startswith("tensorzero::"):  # TensorZero's own functions are skipped, not created
+            _name(Function, function, "function_name")
+            for tag, model in (("tensorzero::evaluation_name", Evaluation), ("tensorzero::dataset_name", Dataset)):
+                if tags.get(tag) is not None:
+                    _name(model, tags[tag], f"tag {tag}")
+        return {"id": _uuid(row["id"], "id"), "kind": flavour, "function": function,
+                "variant": _text(row["variant_name"], "variant_name", 200),
+                "input": _json_field(row.get("input"), "input"), "output": _json_field(row["output"], "output"),
+                "latency_ms": _latency(row.get("processing_time_ms")), "tags": tags}
     value = row["value"]
     if flavour == "boolean":
         if not isinstance(value, bool) and value not in (0, 1):
@@ -152,8 +208,13 @@ def _clean(kind, flavour, row) -> dict:
         raise ValueError(f"float feedback value {value!r}")
     if not math.isfinite(float(value)):
         raise ValueError(f"feedback value {value!r} is not a finite number")
+    metric = _text(row["metric_name"], "metric_name")
+    if metric.startswith(METRIC_PREFIX) and METRIC_SEPARATOR in metric:
+        evaluation_name, evaluator_name = metric[len(METRIC_PREFIX):].split(METRIC_SEPARATOR, 1)
+        _name(Evaluation, evaluation_name, "the evaluation in metric_name")
+        _name(Evaluator, evaluator_name, "the evaluator in metric_name")
     return {"id": _uuid(row["id"], "id"), "kind": flavour, "target": _uuid(row["target_id"], "target_id"),
-            "metric": row["metric_name"], "value": float(value), "tags": tags}
+            "metric": metric, "value": float(value), "tags": tags}
 
 
 def _latest_versions(rows):

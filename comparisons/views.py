@@ -25,7 +25,7 @@ from django_htmx.http import push_url, reswap, retarget
 from comparisons import queries
 from comparisons.charts import mean_ci_chart
 from comparisons.diff import DiffBudget
-from comparisons.export import export_columns, export_rows
+from comparisons.export import attachment_disposition, export_columns, export_rows
 from comparisons.export import render as render_export
 from comparisons.forms import ComparisonForm, CorrectionForm, RevertForm
 from comparisons.ids import parse_uuid
@@ -202,7 +202,7 @@ def comparison_export(request, name):
     chunks = render_export(export_columns(comparison), export_rows(comparison, query), fmt)
     content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson; charset=utf-8"
     response = StreamingHttpResponse(chunks, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{name}-comparison.{fmt}"'
+    response["Content-Disposition"] = attachment_disposition(f"{name}-comparison.{fmt}")
     return response
 
 

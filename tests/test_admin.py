@@ -1,8 +1,13 @@
+import json
+
 import pytest
 from django.contrib import admin
+from django.contrib.messages.storage.fallback import FallbackStorage
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import RequestFactory
 from django.urls import reverse
 
-from comparisons.models import Datapoint, Evaluator, Feedback
+from comparisons.models import Datapoint, Evaluation, Evaluator, Feedback
 from tests.factories import (
     DatapointFactory,
     EvaluationFactory,
@@ -169,3 +174,149 @@ def test_variant_and_metric_filters_offer_known_names_and_filter(admin_client_lo
     feedback = reverse("admin:comparisons_feedback_changelist")
     assert [f.metric for f in admin_client_logged_in.get(feedback, {"metric": "quality"})
             .context["cl"].result_list] == ["quality"]
+
+
+def _fields(datapoint, name):
+    return {"name": name, "input": json.dumps(datapoint.input), "tags": "{}", "initial-tags": "{}",
+            "reference_output": json.dumps(datapoint.reference_output)}  # initial-: tags has a callable default
+
+
+def _edit(client, datapoint, name, button):
+    """Post the datapoint's change form with `name`, pressing "Save" or "Save and continue editing"."""
+    url = reverse("admin:comparisons_datapoint_change", args=[datapoint.pk])
+    return client.post(url, {**_fields(datapoint, name), "_continue" if button == "continue" else "_save": "1"})
+
+
+def _change_url(datapoint):
+    return reverse("admin:comparisons_datapoint_change", args=[datapoint.pk])
+
+
+@pytest.mark.parametrize("first_button, second_button", [("continue", "save"), ("save", "continue")])
+@pytest.mark.parametrize("second_changes", [True, False])
+def test_a_datapoint_edit_never_redirects_to_the_version_an_earlier_edit_made(
+        admin_client_logged_in, data, first_button, second_button, second_changes):
+    a = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    b = DatapointFactory(evaluation=data["evaluation"], created=at(2))
+    first = _edit(admin_client_logged_in, a, "a edited", first_button)
+    new_a = Datapoint.objects.get(supersedes=a)
+    second = _edit(admin_client_logged_in, b, "b edited" if second_changes else b.name, second_button)
+    new_b = Datapoint.objects.filter(supersedes=b).first()
+    assert (new_b is not None) == second_changes
+    changelist = reverse("admin:comparisons_datapoint_changelist")
+    assert first.status_code == second.status_code == 302
+    assert first.url == (_change_url(new_a) if first_button == "continue" else changelist)
+    assert second.url == (_change_url(new_b or b) if second_button == "continue" else changelist)
+    assert str(new_a.pk) not in second.url
+
+
+def test_interleaved_datapoint_edits_each_redirect_to_their_own_version(staff_user, data):
+    """Two requests on the one shared DatapointAdmin: B saves between A's save and A's response."""
+    model_admin = admin.site._registry[Datapoint]
+    a = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    b = DatapointFactory(evaluation=data["evaluation"], created=at(2))
+
+    def save(datapoint, name):
+        request = RequestFactory().post(_change_url(datapoint), {**_fields(datapoint, name), "_continue": "1"})
+        request.user, request.session = staff_user, SessionStore()
+        request._messages = FallbackStorage(request)
+        form = model_admin.get_form(request, datapoint, change=True)(request.POST, instance=datapoint)
+        assert form.is_valid(), form.errors
+        model_admin.save_model(request, datapoint, form, change=True)
+        return request
+
+    request_a = save(a, "a edited")
+    request_b = save(b, "b edited")
+    assert model_admin.response_change(request_a, a).url == _change_url(Datapoint.objects.get(supersedes=a))
+    assert model_admin.response_change(request_b, b).url == _change_url(Datapoint.objects.get(supersedes=b))
+
+
+def test_admin_instances_keep_no_request_state(admin_client_logged_in, data):
+    """Every ModelAdmin is one instance shared by all requests: saving, adding and listing leave it as it was."""
+    before = {model: dict(vars(model_admin)) for model, model_admin in admin.site._registry.items()}
+    datapoint = DatapointFactory(evaluation=data["evaluation"], created=at(1))
+    _edit(admin_client_logged_in, datapoint, "edited", "continue")
+    for model in registered_models():
+        opts = model._meta
+        admin_client_logged_in.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        admin_client_logged_in.post(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"), {})
+    after = {model: dict(vars(model_admin)) for model, model_admin in admin.site._registry.items()}
+    assert after == before
+
+
+def test_empty_add_forms_answer_with_form_errors(admin_client_logged_in, data):
+    for model in registered_models():
+        opts = model._meta
+        response = admin_client_logged_in.post(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"), {})
+        assert response.status_code == 200, opts.model_name
+        assert response.context["adminform"].form.errors, opts.model_name
+        assert "errornote" in response.content.decode(), opts.model_name
+
+
+def test_an_inference_without_run_or_datapoint_is_a_form_error(admin_client_logged_in, data):
+    url = reverse("admin:comparisons_inference_add")
+    response = admin_client_logged_in.post(url, {"datapoint": data["inference"].datapoint_id, "variant_name": "v"})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"run": ["This field is required."]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": NaN}', "NaN"),
+    ('{"a": 1e400}', "Infinity"),
+    ('{"a": "\\u0000"}', "NUL character"),
+    ('{"\\u0000": 1}', "NUL character"),
+    ("1" * 5000, "Enter a valid JSON."),
+    ("[" * 5000 + "]" * 5000, "Enter a valid JSON."),
+    ("[" * 300 + "]" * 300, "nested deeper than 200 levels"),
+])
+def test_json_that_postgresql_cannot_store_is_a_form_error(admin_client_logged_in, data, text, message):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_datapoint_add"), {
+        "dataset": evaluation.dataset_id, "function": evaluation.function_id, "name": "new",
+        "input": text, "reference_output": "null", "tags": "{}"})
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors["input"])
+    assert not Datapoint.objects.filter(name="new").exists()
+
+
+@pytest.mark.parametrize("name", ["team/alpha", "qa\n", "line\r\nbreak", "tab\there", "a b", 'quote"', "..", "",
+                                  "x" * 201])
+def test_names_the_urls_cannot_carry_are_refused_in_the_admin(admin_client_logged_in, data, name):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluation_add"), {
+        "name": name, "function": evaluation.function_id, "dataset": evaluation.dataset_id,
+        "evaluators-TOTAL_FORMS": "0", "evaluators-INITIAL_FORMS": "0"})
+    assert response.status_code == 200
+    assert "name" in response.context["adminform"].form.errors
+    assert not Evaluation.objects.exclude(pk=evaluation.pk).exists()
+
+
+def test_an_evaluator_name_is_checked_in_the_evaluation_inline(admin_client_logged_in, data):
+    evaluation = data["evaluation"]
+    response = admin_client_logged_in.post(reverse("admin:comparisons_evaluation_add"), {
+        "name": "new-eval", "function": evaluation.function_id, "dataset": evaluation.dataset_id,
+        "evaluators-TOTAL_FORMS": "1", "evaluators-INITIAL_FORMS": "0", "evaluators-0-name": "bad/metric",
+        "evaluators-0-kind": "exact_match", "evaluators-0-value_type": "boolean", "evaluators-0-optimize": "max",
+        "evaluators-0-config": '{"threshold": Infinity}'})
+    assert response.status_code == 200
+    errors = response.context["inline_admin_formsets"][0].formset.errors[0]
+    assert set(errors) == {"name", "config"}
+    assert not Evaluation.objects.filter(name="new-eval").exists()
+
+
+def test_an_evaluation_named_before_validation_is_listed_and_cannot_break_the_compare_action(
+        admin_client_logged_in, data):
+    Evaluation.objects.filter(pk=data["evaluation"].pk).update(name='team/qa\r\n"x"')  # as raw SQL would
+    response = admin_client_logged_in.get(reverse("admin:comparisons_evaluation_changelist"))
+    assert response.status_code == 200
+    assert "rename to compare" in response.content.decode()
+    second = RunFactory(evaluation=data["evaluation"])
+    action = admin_client_logged_in.post(reverse("admin:comparisons_evaluationrun_changelist"), {
+        "action": "compare_selected", "_selected_action": [data["run"].pk, second.pk]}, follow=True)
+    assert action.status_code == 200 and "cannot be in a URL; rename the evaluation" in action.content.decode()
+
+
+@pytest.mark.parametrize("value", ["abc", "1e400", "-1", "", "7.0", "日本"])
+def test_odd_run_date_filter_values_list_every_run(admin_client_logged_in, data, value):
+    response = admin_client_logged_in.get(reverse("admin:comparisons_evaluationrun_changelist"), {"run_date": value})
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 1

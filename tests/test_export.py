@@ -225,3 +225,20 @@ def test_outputs_are_exported_as_compact_json_exactly_as_python_writes_it(setup,
         assert line["output"] == json.dumps(json.loads(line["output"]), **compact)
     else:  # scalars come straight from PostgreSQL's text: byte for byte what Python writes
         assert line["output"] == (None if output is None else json.dumps(output, **compact))
+
+
+@pytest.mark.parametrize("name, fallback", [
+    ("qa-comparison.csv", "qa-comparison.csv"),
+    ('a"b\r\nContent-Type: text/html; x=y-comparison.csv', "a_b_Content-Type_text_html_x_y-comparison.csv"),
+    ("日本語-comparison.jsonl", "comparison.jsonl"),
+    ("...", "download"),
+])
+def test_attachment_disposition_is_one_safe_header_whatever_the_name(name, fallback):
+    from urllib.parse import unquote
+
+    header = export.attachment_disposition(name)
+    assert "\r" not in header and "\n" not in header and header.isascii()
+    plain, encoded = header.removeprefix("attachment; ").split("; ")
+    assert plain == f'filename="{fallback}"'
+    assert encoded.startswith("filename*=UTF-8''") and '"' not in encoded and ";" not in encoded
+    assert unquote(encoded.removeprefix("filename*=UTF-8''")) == name

@@ -5,7 +5,16 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from comparisons.ids import uuid7
-from comparisons.models import Datapoint, DatapointStaledError, Evaluator, Feedback, Inference
+from comparisons.models import (
+    Datapoint,
+    DatapointStaledError,
+    Dataset,
+    Evaluation,
+    Evaluator,
+    Feedback,
+    Function,
+    Inference,
+)
 from tests.factories import (
     DatapointFactory,
     EvaluatorFactory,
@@ -130,3 +139,40 @@ def test_evaluator_pass_and_better_respect_optimize(evaluation):
     correct = Evaluator.objects.get(evaluation=evaluation, name="correct")
     assert correct.passes(1.0) and not correct.passes(0.0)
     assert correct.passes(None) is None
+
+
+BAD_NAMES = ["team/alpha", "qa\n", "line\r\nbreak", "nul\x00", "tab\there", "a b", 'quote"', "é", ".", "..", "",
+             "x" * 201]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_every_save_of_a_name_checks_it(evaluation, name):
+    for create in (
+        lambda: Function.objects.create(name=name),
+        lambda: Dataset(name=name).save(),
+        lambda: Evaluation.objects.create(name=name, function=evaluation.function, dataset=evaluation.dataset),
+        lambda: Evaluator.objects.create(evaluation=evaluation, name=name, kind="custom", value_type="float"),
+    ):
+        with pytest.raises(ValidationError) as error:
+            create()
+        assert "name" in error.value.message_dict
+    assert Evaluation.objects.count() == 1 and Evaluator.objects.count() == 2
+
+
+def test_valid_names_save_and_a_rename_is_checked_too(evaluation):
+    for name in ("qa.v2", "tensorzero::llm_judge", "a-b_c", "...x"):
+        Function.objects.create(name=name)
+    with pytest.raises(ValidationError):
+        Dataset.objects.get_or_create(name="team/alpha")
+    evaluation.name = "bad/name"
+    with pytest.raises(ValidationError):
+        evaluation.save()
+    evaluation.description = "only the description"
+    evaluation.save(update_fields=["description"])  # the name is not written, so not checked
+
+
+@pytest.mark.parametrize("name, url", [("qa", "/evaluations/qa/"), ("with space", "/evaluations/with%20space/"),
+                                       ("a/b", None), ("a\nb", None), ("..", None), ("", None)])
+def test_comparison_url_is_none_for_a_name_no_url_can_carry(evaluation, name, url):
+    evaluation.name = name  # as a row written before validation holds it
+    assert evaluation.comparison_url == url

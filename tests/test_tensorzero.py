@@ -1,5 +1,6 @@
 import csv
 import io
+import json
 import shutil
 from io import StringIO
 from pathlib import Path
@@ -176,3 +177,70 @@ def test_strict_aborts_on_a_value_outside_its_evaluators_range(tmp_path):
     with pytest.raises(CommandError, match="takes values from 0 to 1; -3 is outside that range"):
         call_command("import_tensorzero", str(export), "--strict", stdout=StringIO())
     assert counts() == before
+
+
+def _with_bad_lines(tmp_path):
+    """The sample export plus lines a TensorZero export may hold but the portal cannot keep."""
+    folder = tmp_path / "bad"
+    shutil.copytree(SAMPLE, folder)
+
+    def append(file, changes, line=0, raw=None):
+        path = folder / file
+        row = json.loads(path.read_text().splitlines()[line])
+        for key, value in changes.items():
+            if key.startswith("tags."):
+                row["tags"][key.removeprefix("tags.")] = value
+            else:
+                row[key] = value
+        with path.open("a") as out:
+            out.write((raw or json.dumps)(row) + "\n")
+
+    datapoints, inferences = "chat_inference_datapoint_examples.jsonl", "chat_inference_examples.jsonl"
+    feedback = "float_metric_feedback_examples.jsonl"
+    append(datapoints, {"id": "019e807a-ec00-7001-8000-0000000000f1", "dataset_name": "team/qa"})
+    append(datapoints, {"id": "019e807a-ec00-7001-8000-0000000000f2", "function_name": "answer\r\nquestion"})
+    append(datapoints, {"id": "019e807a-ec00-7001-8000-0000000000f3", "input": '{"messages": ["a\\u0000"]}'})
+    append(inferences, {"id": "019e8084-fe20-700b-8000-0000000000f4", "tags.tensorzero::evaluation_name": "qa eval"})
+    append(inferences, {"id": "019e8084-fe20-700b-8000-0000000000f5", "output": "[NaN]"})
+    append(inferences, {"id": "019e8084-fe20-700b-8000-0000000000f6", "processing_time_ms": -5})
+    append(inferences, {"id": "ffffffff-ffff-7fff-bfff-ffffffffffff"})
+    append(inferences, {"id": "019e8084-fe20-700b-8000-0000000000f7", "variant_name": "gpt\x00small"})
+    append(feedback, {"id": "019e8086-d2e0-7024-8000-0000000000f8",
+                      "metric_name": "tensorzero::evaluation_name::qa_eval::evaluator_name::judge/score"})
+    append(feedback, {"id": "019e8086-d2e0-7024-8000-0000000000f9", "value": float("nan")})
+    return folder
+
+
+BAD_LINE_PROBLEMS = [
+    "chat_inference_examples.jsonl:13: tag tensorzero::evaluation_name 'qa eval' is not allowed: Use letters, "
+    "digits and _ . : - only, and not only dots (the name appears in URLs and file names).",
+    "chat_inference_examples.jsonl:14: output holds NaN, which JSON cannot represent (use null or a string)",
+    "chat_inference_examples.jsonl:15: processing_time_ms is not a non-negative number: '-5'",
+    "chat_inference_examples.jsonl:16: id ffffffff-ffff-7fff-bfff-ffffffffffff carries no time before year 10000 "
+    "(a UUIDv7 is expected)",
+    "chat_inference_examples.jsonl:17: variant_name contains a NUL character (U+0000), which cannot be stored",
+    "chat_inference_datapoint_examples.jsonl:9: dataset_name 'team/qa' is not allowed: Use letters, digits and "
+    "_ . : - only, and not only dots (the name appears in URLs and file names).",
+    "chat_inference_datapoint_examples.jsonl:10: function_name 'answer\\r\\nquestion' is not allowed: Use letters, "
+    "digits and _ . : - only, and not only dots (the name appears in URLs and file names).",
+    "chat_inference_datapoint_examples.jsonl:11: input has a string that contains a NUL character (U+0000), which "
+    "cannot be stored",
+    "float_metric_feedback_examples.jsonl:13: the evaluator in metric_name 'judge/score' is not allowed: Use "
+    "letters, digits and _ . : - only, and not only dots (the name appears in URLs and file names).",
+    "float_metric_feedback_examples.jsonl:14: float feedback value nan",
+]
+
+
+def test_bad_names_and_unstorable_values_are_reported_per_line_and_skipped(tmp_path):
+    report = import_tensorzero(_with_bad_lines(tmp_path))
+    assert report.problems[1:] == BAD_LINE_PROBLEMS  # [0] is the sample's own malformed line
+    assert report.imported == {"functions": 2, "datasets": 2, "evaluations": 2, "datapoints": 9,
+                               "evaluation runs": 3, "inferences": 11, "evaluators": 4, "feedback": 23}
+    assert sorted(Function.objects.values_list("name", flat=True)) == ["answer_question", "extract_entities"]
+
+
+def test_strict_aborts_on_a_bad_name(tmp_path):
+    with pytest.raises(CommandError, match="team/qa") as error:
+        call_command("import_tensorzero", str(_with_bad_lines(tmp_path)), "--strict", stdout=StringIO())
+    assert error.value.returncode == 1
+    assert counts() == [0] * 7

@@ -490,3 +490,110 @@ def test_corrections_and_reverts_need_the_csrf_token(reviewer, setup):
         response = client.post(url, {"inference_id": inference.id, "metric": "correct", "value": "0"})
         assert response.status_code == 403, name
     assert Feedback.objects.filter(inference=inference, metric="correct").count() == 2
+
+
+@pytest.fixture
+def small(db):
+    """Evaluation "qa", one run with one scored inference: enough for the pages that bad input reaches."""
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="correct")
+    run = RunFactory(evaluation=evaluation, variant_name="gpt-small")
+    inference = InferenceFactory(run=run)
+    FeedbackFactory(inference=inference, metric="correct", value=1.0)
+    return {"evaluation": evaluation, "run": run, "inference": inference}
+
+
+def test_a_run_config_and_tags_with_keys_named_like_dict_methods_render(client_logged_in, small):
+    run = small["run"]
+    run.config = {"items": 1, "keys": 2, "values": 3, "model": "gpt", "params": {"t": [0.5, None]}}
+    run.tags = {"items": "x", "get": "y"}
+    run.save()
+    response = client_logged_in.get(reverse("run_detail", args=[run.id]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    for key, shown in (("items", "1"), ("keys", "2"), ("values", "3"), ("model", "gpt"),
+                       ("params", "{&quot;t&quot;: [0.5, null]}")):
+        assert f'<dt>{key}</dt><dd class="mono">{shown}</dd>' in body
+    assert '<span class="badge plain">items: x</span>' in body and '<span class="badge plain">get: y</span>' in body
+
+
+@pytest.mark.parametrize("config, shown", [([1, "two"], '[1, &quot;two&quot;]'), ("just text", "&quot;just text&quot;"),
+                                           ({}, "No config recorded.")])
+def test_a_run_config_that_is_not_an_object_renders(client_logged_in, small, config, shown):
+    run = small["run"]
+    run.config = config
+    run.save()
+    response = client_logged_in.get(reverse("run_detail", args=[run.id]))
+    assert response.status_code == 200 and shown in response.content.decode()
+
+
+def test_datapoint_tags_named_like_dict_methods_render(client_logged_in, small):
+    datapoint = small["inference"].datapoint
+    datapoint.tags = {"items": "x", "values": ["a"]}
+    datapoint.save()
+    response = client_logged_in.get(reverse("datapoint_detail", args=["qa", datapoint.id]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert '<span class="badge plain">items: x</span>' in body
+    assert '<span class="badge plain">values: [&quot;a&quot;]</span>' in body
+
+
+def test_an_evaluation_named_before_validation_renders_without_a_broken_link(client_logged_in, small):
+    from comparisons.models import Evaluation
+
+    legacy = 'team/qa\r\n"x"'
+    Evaluation.objects.filter(pk=small["evaluation"].pk).update(name=legacy)  # as raw SQL would
+    spaced = EvaluationFactory(name="placeholder")
+    Evaluation.objects.filter(pk=spaced.pk).update(name="with space")  # odd but fits in a URL
+    response = client_logged_in.get(reverse("evaluation_list"))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<strong>team/qa\r\n&quot;x&quot;</strong>" in body
+    assert "/evaluations/team" not in body
+    assert reverse("admin:comparisons_evaluation_change", args=[small["evaluation"].pk]) in body
+    assert 'href="/evaluations/with%20space/"' in body
+    assert client_logged_in.get("/evaluations/with%20space/").status_code == 200
+    run_page = client_logged_in.get(reverse("run_detail", args=[small["run"].id]))
+    assert run_page.status_code == 200 and "Open in comparison" not in run_page.content.decode()
+    other = RunFactory(evaluation=EvaluationFactory(name="other"))  # a pasted id of the legacy run, elsewhere
+    search = client_logged_in.get(reverse("run_search", args=["other"]), {"q": str(small["run"].id)})
+    assert other and search.status_code == 200 and "belongs to another evaluation" in search.content.decode()
+
+
+def test_the_download_header_carries_no_quote_or_line_break(client_logged_in, small):
+    from comparisons.models import Evaluation
+
+    Evaluation.objects.filter(pk=small["evaluation"].pk).update(name='qa"x; é')  # from before validation
+    response = client_logged_in.get("/evaluations/qa%22x%3B%20%C3%A9/export/", {"run_ids": small["run"].id})
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == \
+        "attachment; filename=\"qa_x_-comparison.csv\"; filename*=UTF-8''qa%22x%3B%20%C3%A9-comparison.csv"
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "1" * 400, "0x1"])
+def test_a_correction_refuses_values_that_are_not_finite_numbers(client_logged_in, small, value):
+    inference = small["inference"]
+    url = reverse("feedback_create", args=["qa", inference.datapoint_id]) + f"?run_ids={small['run'].id}"
+    before = Feedback.objects.count()
+    response = client_logged_in.post(url, {"inference_id": inference.id, "metric": "correct", "value": value})
+    assert response.status_code == 400
+    assert "The correction was not saved (value: Enter a number.)" in response.content.decode()
+    assert Feedback.objects.count() == before
+
+
+@pytest.mark.parametrize("method, name, args", [
+    ("post", "evaluation_list", []), ("put", "comparison_detail", ["qa"]), ("delete", "comparison_export", ["qa"]),
+    ("patch", "run_search", ["qa"]), ("put", "feedback_create", ["qa", uuid.UUID(int=1)]),
+])
+def test_wrong_methods_are_405(client_logged_in, small, method, name, args):
+    assert getattr(client_logged_in, method)(reverse(name, args=args)).status_code == 405
+
+
+@pytest.mark.parametrize("url", [
+    "/runs/ffffffff-ffff-7fff-bfff-ffffffffffff/", "/runs/00000000-0000-0000-0000-000000000000/",
+    "/evaluations/qa/datapoints/ffffffff-ffff-ffff-ffff-ffffffffffff/", "/evaluations/nope/",
+    "/evaluations/%F0%9F%99%82/",
+    "/evaluations/qa/?run_ids=ffffffff-ffff-7fff-bfff-ffffffffffff", "/runs/1e400/",
+])
+def test_unknown_and_odd_ids_are_4xx(client_logged_in, small, url):
+    assert client_logged_in.get(url).status_code in (400, 404)

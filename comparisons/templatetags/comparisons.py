@@ -91,3 +91,18 @@ def query(params: dict, **changes) -> str:
     """A query string from `params` with `changes` applied (a None or empty value drops the key)."""
     merged = {**params, **changes}
     return "?" + urlencode({k: v for k, v in merged.items() if v not in (None, "")})
+
+
+@register.filter
+def json_pairs(value) -> list[tuple[str, str]]:
+    """(key, text) pairs of a JSON object for a `{% for key, text in ... %}` loop; non-string values as JSON.
+
+    A template cannot loop over `config.items` when the object has a key "items" (or "keys", "values"):
+    the lookup finds the key first. Any other JSON value becomes one pair with an empty key.
+    """
+    if value is None or value == {}:
+        return []
+    if not isinstance(value, dict):
+        return [("", json.dumps(value, ensure_ascii=False))]
+    return [(str(key), item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
+            for key, item in value.items()]
