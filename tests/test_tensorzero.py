@@ -227,7 +227,7 @@ BAD_LINE_PROBLEMS = [
     "cannot be stored",
     "float_metric_feedback_examples.jsonl:13: the evaluator in metric_name 'judge/score' is not allowed: Use "
     "letters, digits and _ . : - only, and not only dots (the name appears in URLs and file names).",
-    "float_metric_feedback_examples.jsonl:14: float feedback value nan",
+    "float_metric_feedback_examples.jsonl:14: feedback value nan is not a finite number",
 ]
 
 

@@ -571,11 +571,11 @@ def test_the_download_header_carries_no_quote_or_line_break(client_logged_in, sm
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "1" * 400, "0x1"])
-def test_a_correction_refuses_values_that_are_not_finite_numbers(client_logged_in, small, value):
+def test_a_correction_refuses_values_that_are_not_finite_numbers(client_reviewer, small, value):
     inference = small["inference"]
     url = reverse("feedback_create", args=["qa", inference.datapoint_id]) + f"?run_ids={small['run'].id}"
     before = Feedback.objects.count()
-    response = client_logged_in.post(url, {"inference_id": inference.id, "metric": "correct", "value": value})
+    response = client_reviewer.post(url, {"inference_id": inference.id, "metric": "correct", "value": value})
     assert response.status_code == 400
     assert "The correction was not saved (value: Enter a number.)" in response.content.decode()
     assert Feedback.objects.count() == before
