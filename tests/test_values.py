@@ -106,3 +106,14 @@ def test_every_migrated_database_has_the_reviewers_group_with_the_correct_permis
 
     group = Group.objects.get(name="Reviewers")
     assert [p.codename for p in group.permissions.all()] == ["add_feedback"]
+
+
+@pytest.mark.parametrize(("value", "message"), [("7", "takes values from 0 to 1; 7 is outside that range"),
+                                                ("nan", "Enter a number."), ("1e400", "Enter a number.")])
+def test_the_admin_refuses_a_bad_value_with_a_form_error(admin_client_logged_in, cell, value, message):
+    before = Feedback.objects.count()
+    response = admin_client_logged_in.post(reverse("admin:comparisons_feedback_add"), {
+        "inference": cell.id, "metric": "rouge", "value": value, "source": "human", "reason": "", "tags": "{}"})
+    assert response.status_code == 200  # the form again, with the error
+    assert message in response.content.decode()
+    assert Feedback.objects.count() == before
