@@ -3,6 +3,7 @@ import os
 import signal
 import threading
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 import pytest
@@ -283,3 +284,62 @@ def test_llm_judge_float_and_malformed_and_exhausted(evaluation, judged):
         result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=1)
     assert "kept failing after 3 attempts" in result.items[0].error and "HTTP 503" in result.items[0].error
     assert len(server.requests) == 3
+
+
+def test_a_blocking_call_in_an_async_task_is_named_in_the_summary(evaluation):
+    async def sleepy(input):
+        if input["question"] == "question 4":
+            time.sleep(0.3)  # blocks the event loop: the mistake the warning is for
+        await asyncio.sleep(0)
+        return f"answer {input['question'].split()[-1]}"
+
+    result = evaluate(evaluation, "v", sleepy, concurrency=4, progress=False)
+    assert result.blocking is not None and result.blocking.where == "the task"
+    assert 0.25 < result.blocking.seconds < 5
+    assert "the event loop was blocked for" in result.format() and "by the task" in result.format()
+    assert result.as_dict()["loop_blocked"]["by"] == "the task"
+
+
+def test_a_blocking_async_scorer_is_named_and_a_healthy_run_has_no_warning(evaluation):
+    EvaluatorFactory(evaluation=evaluation, name="slow", kind="custom", value_type="float")
+
+    async def slow(output, reference, input):
+        if output == "answer 7":
+            time.sleep(0.3)
+        return 1.0
+
+    result = evaluate(evaluation, "v", sample_tasks.perfect, scorers={"slow": slow}, timeout=10, progress=False)
+    assert result.blocking is not None and result.blocking.where == "scorer 'slow'"
+    healthy = evaluate(evaluation, "w", sample_tasks.perfect, scorers={"slow": lambda o, r, i: 1.0}, progress=False)
+    assert healthy.blocking is None and "warning" not in healthy.format()
+
+
+def test_cpu_bound_scorers_run_off_the_event_loop(evaluation, monkeypatch):
+    """Levenshtein, BLEU, ROUGE-L and JSON match run in the run's threads, never on the event loop."""
+    from comparisons.runner import scorers as scorer_module
+
+    EvaluatorFactory(evaluation=evaluation, name="rouge", kind="rouge_l", value_type="float")
+    EvaluatorFactory(evaluation=evaluation, name="bleu", kind="bleu", value_type="float")
+    threads = defaultdict(set)
+    for kind in ("levenshtein", "rouge_l", "bleu", "exact_match"):
+        original = scorer_module.BUILTIN_SCORERS[kind]
+
+        def spy(output, reference, config, kind=kind, original=original):
+            threads[kind].add(threading.current_thread().name)
+            return original(output, reference, config)
+
+        monkeypatch.setitem(scorer_module.BUILTIN_SCORERS, kind, spy)
+    long_text = " ".join(f"word{i % 97}" for i in range(6000))
+    result = evaluate(evaluation, "v", lambda input: long_text + input["question"], concurrency=4, progress=False)
+    assert result.errors == 0 and all(0 <= item.scores["rouge"][0] <= 1 for item in result.items)
+    assert threads["exact_match"] == {"evaluate-loop"}  # microseconds: stays on the loop
+    for kind in ("levenshtein", "rouge_l", "bleu"):
+        assert threads[kind] and "evaluate-loop" not in threads[kind], kind
+
+
+def test_levenshtein_is_exact_and_fast_on_long_texts():
+    from comparisons.runner.scorers import levenshtein, levenshtein_distance
+
+    assert levenshtein_distance("kitten", "sitting") == 3 and levenshtein_distance("", "abc") == 3
+    assert levenshtein_distance("naïve ☃", "naive ☃") == 1
+    assert levenshtein("a" * 1875, "b" * 1875) == 0.0 and levenshtein("", "") == 1.0

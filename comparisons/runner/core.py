@@ -111,6 +111,7 @@ class RunResult:
     metrics: list[MetricResult]
     elapsed_s: float
     comparison_url: str
+    blocking: "Blocking | None" = None  # the worst stall of the event loop, if over BLOCKING_WARN_S
 
     @property
     def errors(self) -> int:
@@ -148,6 +149,7 @@ class RunResult:
             "metrics": {m.name: {"n": m.n, "mean": m.mean, "ci_low": m.ci and m.ci.low, "ci_high": m.ci and m.ci.high,
                                  "cutoff": m.cutoff, "passed": m.passed} for m in self.metrics},
             "passed": self.passed, "comparison_url": self.comparison_url,
+            "loop_blocked": self.blocking and {"seconds": round(self.blocking.seconds, 3), "by": self.blocking.where},
         }
 
     def format(self) -> str:
@@ -169,8 +171,66 @@ class RunResult:
             cutoff = f"{verdict} cutoff {metric.cutoff:g} ({'≥' if metric.optimize == 'max' else '≤'})" \
                 if metric.cutoff is not None else ""
             lines.append(f"  {metric.name}: mean {mean}{ci} n={metric.n}{cutoff}")
+        if self.blocking is not None:
+            lines.append(f"  warning: {self.blocking}")
         lines.append(f"  compare: {self.comparison_url}")
         return "\n".join(lines)
+
+
+BLOCKING_WARN_S = 0.1  # a stall of the event loop longer than this is reported
+_BEAT_S = 0.02
+
+
+@dataclass
+class Blocking:
+    """The worst time the run's event loop could not run anything else, and what held it."""
+
+    seconds: float
+    where: str  # "the task" or "scorer 'name'"
+
+    def __str__(self):
+        return (f"the event loop was blocked for {self.seconds:.2f} s by {self.where}: every other datapoint "
+                "waited. Use await-able calls in async code (asyncio.sleep, an async client), or a plain "
+                "function, which runs in a thread.")
+
+
+class _LoopWatch:
+    """Measures stalls of the engine's event loop and names what caused the worst one.
+
+    A coroutine beats every 20 ms; a beat that comes late by more than BLOCKING_WARN_S was a stall.
+    A watchdog thread looks at the loop while it stalls and reads, from the task that holds it, what
+    that worker was doing (the task or a named scorer): the stalling code is still running then.
+    The watch costs the loop one wake-up per beat.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.worst: Blocking | None = None
+        self._suspect = None
+        self._last_beat = time.monotonic()
+        self._stop = threading.Event()
+
+    async def beat(self):
+        while True:
+            before = time.monotonic()
+            self._last_beat = before
+            await asyncio.sleep(_BEAT_S)
+            stalled = time.monotonic() - before - _BEAT_S
+            # Only a stall that a task or scorer held counts: a loop merely waiting for the GIL while
+            # threads compute (sync tasks, scorers moved off the loop) is not something to fix there.
+            if stalled > BLOCKING_WARN_S and self._suspect and (self.worst is None or stalled > self.worst.seconds):
+                self.worst = Blocking(stalled, self._suspect)
+            self._suspect = None
+
+    def watch(self, loop):
+        while not self._stop.wait(_BEAT_S):
+            if time.monotonic() - self._last_beat > BLOCKING_WARN_S + _BEAT_S and self._suspect is None:
+                holder = asyncio.tasks._current_tasks.get(loop)  # read-only look from this thread
+                doing = self.engine.activity.get(holder.get_name()) if holder is not None else None
+                self._suspect = doing
+
+    def stop(self):
+        self._stop.set()
 
 
 class _Context:
@@ -211,6 +271,8 @@ class _Engine:
         self.crash = None
         self.ready = threading.Event()
         self.done = threading.Event()
+        self.activity: dict[str, str] = {}  # worker task name -> "the task" / "scorer 'x'" it is running
+        self.watch = _LoopWatch(self)
 
     def run(self, items):
         try:
@@ -235,7 +297,11 @@ class _Engine:
         iterator = iter(items)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evaluate") as executor:
             context = _Context(executor)
-            workers = [asyncio.create_task(self._worker(iterator, context)) for _ in range(self.concurrency)]
+            workers = [asyncio.create_task(self._worker(iterator, context), name=f"evaluate-worker-{n}")
+                       for n in range(self.concurrency)]
+            beat = asyncio.create_task(self.watch.beat())
+            watchdog = threading.Thread(target=self.watch.watch, args=(self.loop,), name="evaluate-watch", daemon=True)
+            watchdog.start()
             try:
                 await asyncio.gather(*workers)
             except asyncio.CancelledError:
@@ -244,6 +310,8 @@ class _Engine:
                     worker.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
             finally:
+                beat.cancel()
+                self.watch.stop()
                 await context.aclose()
                 closer = getattr(self.task, "aclose", None)
                 if closer is not None:
@@ -267,11 +335,16 @@ class _Engine:
     async def _within_timeout(self, awaitable):
         if self.timeout is None:  # the common case skips wait_for's bookkeeping on the hot path
             return await awaitable
-        return await asyncio.wait_for(awaitable, self.timeout)
+        # Its own task, named as the worker's, so the loop watch still knows what it is doing.
+        inner = asyncio.ensure_future(awaitable)
+        inner.set_name(asyncio.current_task().get_name())
+        return await asyncio.wait_for(inner, self.timeout)
 
     async def _one(self, datapoint_id, input, reference, context):
         started = time.perf_counter()
         item = ItemResult(datapoint_id, None, None, None, None)
+        worker = asyncio.current_task().get_name()
+        self.activity[worker] = "the task"
         try:
             result = await self._within_timeout(self._call_task(input, context))
             item.latency_ms = (time.perf_counter() - started) * 1000
@@ -299,6 +372,7 @@ class _Engine:
         if item.error is None:
             problems = []
             for scorer in self.scorers:
+                self.activity[worker] = f"scorer '{scorer.name}'"
                 try:
                     item.scores[scorer.name] = await self._within_timeout(
                         scorer.score(item.output, reference, input, context))
@@ -516,5 +590,5 @@ def evaluate(
         raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
     elapsed = time.perf_counter() - started
     return RunResult(run, status, len(work), items, _summaries(evaluators, items, resolved_cutoffs), elapsed,
-                     comparison_url(run))
+                     comparison_url(run), engine.watch.worst)
 

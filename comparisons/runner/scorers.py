@@ -103,16 +103,10 @@ def json_match(output, reference, config=None) -> float:
 
 
 def levenshtein_distance(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions), two-row dynamic programming."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
+    """Edit distance (insertions, deletions, substitutions of one character each), by rapidfuzz (C++)."""
+    from rapidfuzz.distance import Levenshtein
+
+    return Levenshtein.distance(a, b)
 
 
 def levenshtein(output, reference, config=None) -> float:
@@ -145,6 +139,10 @@ def rouge_l(output, reference, config=None) -> float:
     """ROUGE-L F-measure of the output against the reference."""
     return rouge_l_score(output_text(output), output_text(reference))
 
+
+# Scorers whose time grows with the texts: they run in the run's thread pool so that they never
+# stall the event loop (and every other datapoint's I/O) on long outputs. The rest take microseconds.
+CPU_BOUND_KINDS = {"json_match", "levenshtein", "bleu", "rouge_l"}
 
 BUILTIN_SCORERS = {
     "exact_match": exact_match,
@@ -216,6 +214,7 @@ class Scorer:
         self.boolean = evaluator.value_type == "boolean"
         self.config = evaluator.config or {}
         kind = evaluator.kind
+        self.offload = kind in CPU_BOUND_KINDS
         if kind in BUILTIN_SCORERS:
             self.function, self.mode = BUILTIN_SCORERS[kind], "builtin"
         elif kind == "llm_judge":
@@ -232,7 +231,10 @@ class Scorer:
             raise ScorerError(f"evaluator '{self.name}' has unknown kind '{kind}'")
 
     async def score(self, output, reference, input, context) -> tuple[float, str]:
-        if self.mode == "builtin":
+        if self.mode == "builtin" and self.offload:
+            raw = await asyncio.get_running_loop().run_in_executor(
+                context.executor, self.function, output, reference, self.config)
+        elif self.mode == "builtin":
             raw = self.function(output, reference, self.config)
         elif self.mode == "judge":
             raw = await self._judge(output, reference, input, context)
