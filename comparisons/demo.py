@@ -1,7 +1,7 @@
 """Loads the demo data in fixtures/demo.json (written by fixtures/generate_demo.py). Idempotent."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,6 +32,18 @@ class DemoLoad:
     created: dict[str, int]
     username: str
     password: str | None  # None when the login already existed (its password is left alone)
+    updated: dict[str, int] = field(default_factory=dict)
+
+
+def _update_judge_config(evaluator, config: dict) -> bool:
+    """Bring an existing demo judge's config (model, prompt) up to the file's; keys the file does not
+    set (a base_url or api_key added to run the judge) are kept. Returns whether anything changed."""
+    merged = {**(evaluator.config or {}), **config}
+    if merged == evaluator.config:
+        return False
+    evaluator.config = merged
+    evaluator.save(update_fields=["config"])
+    return True
 
 
 def _insert(model, objects) -> int:
@@ -62,6 +74,7 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
         created["datasets"] = created.get("datasets", 0) + new
     evaluations = {}
     created["evaluations"] = created["evaluators"] = 0
+    updated = {"judge configs": 0}
     for item in data["evaluations"]:
         evaluation, new = Evaluation.objects.get_or_create(
             name=item["name"],
@@ -71,8 +84,10 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
         evaluations[item["name"]] = evaluation
         created["evaluations"] += new
         for spec in item["evaluators"]:
-            _, new = Evaluator.objects.get_or_create(evaluation=evaluation, name=spec["name"], defaults=spec)
+            evaluator, new = Evaluator.objects.get_or_create(evaluation=evaluation, name=spec["name"], defaults=spec)
             created["evaluators"] += new
+            if not new and spec["kind"] == Evaluator.Kind.LLM_JUDGE:
+                updated["judge configs"] += _update_judge_config(evaluator, spec["config"])
 
     created["datapoints"] = _insert(Datapoint, [
         Datapoint(id=d["id"], dataset=datasets[d["dataset"]], function=functions[d["function"]], name=d["name"],
@@ -113,4 +128,4 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
     # Correcting values needs the Reviewers group's permission (a superuser has it anyway; the group
     # shows how to grant it).
     user.groups.add(reviewers_group())
-    return DemoLoad(created=created, username=DEMO_USERNAME, password=password)
+    return DemoLoad(created=created, username=DEMO_USERNAME, password=password, updated=updated)

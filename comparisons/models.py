@@ -313,6 +313,12 @@ class Evaluator(ValidatedNameModel):
                 raise ValidationError({name: "Enter a finite number."})
         if self.min_value is not None and self.max_value is not None and self.min_value > self.max_value:
             raise ValidationError({"max_value": "The largest value must not be below the smallest."})
+        if self.kind == self.Kind.LLM_JUDGE and isinstance(self.config, dict):
+            from comparisons.runner.scorers import judge_prompt_problem  # the runner applies the same rule
+
+            problem = judge_prompt_problem(self.config.get("prompt"))
+            if problem:
+                raise ValidationError({"config": f"The judge's {problem}."})
 
     def value_problem(self, value) -> str | None:
         """Why `value` cannot be a score of this metric, or None when it can: the one rule that the

@@ -32,3 +32,16 @@ def not_a_function_but_a_string():
 
 
 broken = "this is not callable"
+
+
+def none_for_odd(input):
+    number = int(input["question"].split()[-1])
+    return None if number % 2 else f"answer {number}"
+
+
+def always_fails(input):
+    raise RuntimeError(f"no model for {input['question']}")
+
+
+async def streams(input):  # an async generator: not a task
+    yield "answer"

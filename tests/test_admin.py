@@ -320,3 +320,18 @@ def test_odd_run_date_filter_values_list_every_run(admin_client_logged_in, data,
     response = admin_client_logged_in.get(reverse("admin:comparisons_evaluationrun_changelist"), {"run_date": value})
     assert response.status_code == 200
     assert response.context["cl"].result_count == 1
+
+
+def test_a_judge_prompt_without_the_output_is_a_form_error_in_the_admin(admin_client_logged_in, data):
+    url = reverse("admin:comparisons_evaluator_add")
+    fields = {"evaluation": data["evaluation"].pk, "name": "judge", "kind": "llm_judge", "value_type": "boolean",
+              "optimize": "max", "cutoff": "", "min_value": "", "max_value": ""}
+    response = admin_client_logged_in.post(url, {
+        **fields, "config": json.dumps({"model": "m", "prompt": "Does the answer resolve the question?"})})
+    assert response.status_code == 200
+    assert "has no {output} placeholder" in " ".join(response.context["adminform"].form.errors["config"])
+    assert not Evaluator.objects.filter(name="judge").exists()
+    response = admin_client_logged_in.post(url, {
+        **fields, "config": json.dumps({"model": "m", "prompt": "Question {input}\nAnswer {output}"})})
+    assert response.status_code == 302
+    assert Evaluator.objects.get(name="judge").config["prompt"] == "Question {input}\nAnswer {output}"

@@ -53,3 +53,24 @@ def test_load_demo_yields_the_promised_mix():
     human = Feedback.objects.filter(source="human").first()
     assert Feedback.objects.filter(inference=human.inference, metric=human.metric, source="evaluator").exists()
     assert Feedback.objects.filter(inference=human.inference, metric=human.metric).winning().get() == human
+
+
+def test_the_demo_judge_sees_the_answer_and_load_demo_updates_an_old_prompt():
+    from comparisons.models import Evaluator
+
+    call_command("load_demo", stdout=StringIO())
+    judge = Evaluator.objects.get(evaluation__name="support_answers", kind="llm_judge")
+    assert all(placeholder in judge.config["prompt"] for placeholder in ("{input}", "{output}", "{reference}"))
+    judge.full_clean()
+    new_prompt = judge.config["prompt"]
+    # A database loaded before the fix, where someone also pointed the judge at their own endpoint.
+    Evaluator.objects.filter(pk=judge.pk).update(config={
+        "model": "gpt-4o-mini", "prompt": "Does the answer resolve the question?", "base_url": "http://127.0.0.1:9"})
+    out = StringIO()
+    call_command("load_demo", stdout=out)
+    judge.refresh_from_db()
+    assert judge.config == {"model": "gpt-4o-mini", "prompt": new_prompt, "base_url": "http://127.0.0.1:9"}
+    assert "Updated 1 judge configs" in out.getvalue()
+    again = StringIO()
+    call_command("load_demo", stdout=again)
+    assert "Updated" not in again.getvalue()

@@ -17,6 +17,7 @@ from comparisons.models import (
 )
 from tests.factories import (
     DatapointFactory,
+    EvaluationFactory,
     EvaluatorFactory,
     FeedbackFactory,
     InferenceFactory,
@@ -176,3 +177,34 @@ def test_valid_names_save_and_a_rename_is_checked_too(evaluation):
 def test_comparison_url_is_none_for_a_name_no_url_can_carry(evaluation, name, url):
     evaluation.name = name  # as a row written before validation holds it
     assert evaluation.comparison_url == url
+
+
+@pytest.mark.parametrize("prompt, problem", [
+    ("Does the answer resolve the question?", "has no {output} placeholder"),
+    ("Judge {input} against {reference}", "has no {output} placeholder"),
+    ("Judge {OUTPUT}", "has no {output} placeholder"),
+    ("Judge { output }", "has no {output} placeholder"),
+    (["{output}"], "config.prompt must be text, not list"),
+    (42, "config.prompt must be text, not int"),
+])
+def test_a_judge_prompt_without_the_output_is_refused(prompt, problem):
+    evaluator = EvaluatorFactory.build(evaluation=EvaluationFactory(), name="judge", kind="llm_judge",
+                                       config={"model": "m", "prompt": prompt})
+    with pytest.raises(ValidationError) as error:
+        evaluator.full_clean()
+    assert problem in " ".join(error.value.message_dict["config"])
+
+
+@pytest.mark.parametrize("config", [
+    {"model": "m", "prompt": "Input {input}\nAnswer {output}\nReference {reference}"},
+    {"model": "m", "prompt": "{output}"},
+    {"model": "m", "prompt": ""},  # empty or absent: the default prompt, which has every placeholder
+    {"model": "m"},
+])
+def test_a_judge_prompt_with_the_output_or_the_default_prompt_is_accepted(config):
+    EvaluatorFactory.build(evaluation=EvaluationFactory(), name="judge", kind="llm_judge", config=config).full_clean()
+
+
+def test_only_judges_have_their_prompt_checked():
+    EvaluatorFactory.build(evaluation=EvaluationFactory(), name="custom", kind="custom", value_type="float",
+                           config={"prompt": "not a judge prompt"}).full_clean()

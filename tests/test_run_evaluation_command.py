@@ -106,3 +106,80 @@ def test_the_real_process_exit_codes(evaluation):
     failed = process("--task", "tests.sample_tasks:sync_task", "--cutoff", "exact=0.9")
     assert failed.returncode == 1 and "Cutoff failed: exact mean 0.5000" in failed.stderr
     assert process("--task", "tests.nope:x").returncode == 2
+
+
+@pytest.mark.parametrize("value, mean_holds", [(".5", True), ("0.5", True), ("+.5", True), ("5e-1", True),
+                                                ("1e-1", True), ("1E+0", False), ("1.", False), ("0.51", False)])
+def test_cutoff_values_parse_as_decimal_numbers(evaluation, value, mean_holds):
+    args = ("qa", "--variant", "v", "--task", "tests.sample_tasks:sync_task", "--cutoff", f"exact={value}")
+    if mean_holds:  # exact's mean is 0.5
+        assert "✓ meets cutoff" in run(*args)
+    else:
+        code, message = exit_code(*args)
+        assert code == 1 and "Cutoff failed: exact mean 0.5000 <" in message
+    assert EvaluationRun.objects.get().tags == {}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("exact=nan", "'nan' is not a number"),
+    ("exact=inf", "'inf' is not a number"),
+    ("exact=-Infinity", "'-Infinity' is not a number"),
+    ("exact=1e999", "'1e999' is too large; a cutoff is a finite number"),
+    ("=", "use METRIC=VALUE"),
+    ("=0.5", "use METRIC=VALUE"),
+    ("exact=", "'' is not a number"),
+    ("exact", "use METRIC=VALUE"),
+    ("exact =0.5", "use METRIC=VALUE"),
+    ("exact=0.5=1", "'0.5=1' is not a number"),
+    ("exact=1_0", "'1_0' is not a number"),
+    ("exact=٠.٥", "'٠.٥' is not a number"),  # Arabic-Indic digits: float() takes them, we do not
+    ("exact=０.５", "'０.５' is not a number"),  # full-width digits
+    ("exact=0.5\x00", "is not a number"),
+    ("exact= 0.5", "' 0.5' is not a number"),
+    ("exact=" + "9" * 5000, "too large"),
+])
+def test_hostile_cutoffs_exit_two_with_the_reason_and_record_nothing(evaluation, text, reason):
+    code, message = exit_code("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", text)
+    assert code == 2 and message.startswith("Bad --cutoff") and reason in message
+    assert len(message) < 400  # a huge argument is not echoed whole
+    assert not EvaluationRun.objects.exists()
+
+
+def test_a_cutoff_for_a_unicode_metric_name_is_an_unknown_metric(evaluation):
+    code, message = exit_code("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", "précis=.5")
+    assert code == 2 and "cutoff for unknown metric 'précis'" in message
+    assert not EvaluationRun.objects.exists()
+
+
+def test_none_outputs_fail_their_datapoints_unless_allowed(evaluation):
+    output = run("qa", "--variant", "v", "--task", "tests.sample_tasks:none_for_odd")
+    assert "3 error(s)" in output and "exact: mean 1.0000" in output and "n=3" in output
+    errors = set(Inference.objects.exclude(error=None).values_list("error", flat=True))
+    assert errors == {"the task returned None (allow it with allow_none=True or --allow-none)"}
+    allowed = run("qa", "--variant", "v2", "--task", "tests.sample_tasks:none_for_odd", "--allow-none")
+    assert "0 error(s)" in allowed and "exact: mean 0.5000" in allowed and "n=6" in allowed
+
+
+def test_every_datapoint_failing_exits_one_with_the_first_error_even_without_cutoffs(evaluation):
+    code, message = exit_code("qa", "--variant", "v", "--task", "tests.sample_tasks:always_fails",
+                              "--concurrency", "1")
+    assert code == 1
+    assert message == "every datapoint failed: RuntimeError in task: no model for question 5"
+    assert EvaluationRun.objects.get().status == "completed" and Inference.objects.count() == 6
+
+
+def test_every_datapoint_failing_in_jsonl_is_in_the_summary(evaluation):
+    out = StringIO()
+    with pytest.raises(CommandError) as error:
+        call_command("run_evaluation", "qa", "--variant", "v", "--task", "tests.sample_tasks:always_fails",
+                     "--format", "jsonl", "--no-progress", stdout=out)
+    assert error.value.returncode == 1
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    assert summary["failure"].startswith("every datapoint failed: RuntimeError in task: no model for")
+    assert summary["passed"] is False
+
+
+def test_a_task_that_is_not_a_function_exits_two_before_anything_is_recorded(evaluation):
+    code, message = exit_code("qa", "--variant", "v", "--task", "tests.sample_tasks:streams")
+    assert code == 2 and "task is an async generator function (streams)" in message
+    assert not EvaluationRun.objects.exists()

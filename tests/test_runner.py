@@ -101,7 +101,8 @@ def test_a_failing_or_slow_task_fails_only_its_datapoint(evaluation):
               if inf.error}
     assert errors["question 3"] == "RuntimeError in task: provider exploded"
     assert errors["question 4"].startswith("TimeoutError: the task did not finish within 0.5 s")
-    assert "not JSON-serializable" in errors["question 5"]
+    assert errors["question 5"] == ("the task returned an output that cannot be stored as JSON: "
+                                   "TypeError: Object of type object is not JSON serializable")
     assert len(errors) == 3
     assert Feedback.objects.filter(inference__run=result.run).count() == 9 * 2  # failed ones are not scored
     assert result.metrics[0].n == 9 and result.metrics[0].mean == 1.0
@@ -343,3 +344,268 @@ def test_levenshtein_is_exact_and_fast_on_long_texts():
     assert levenshtein_distance("kitten", "sitting") == 3 and levenshtein_distance("", "abc") == 3
     assert levenshtein_distance("naïve ☃", "naive ☃") == 1
     assert levenshtein("a" * 1875, "b" * 1875) == 0.0 and levenshtein("", "") == 1.0
+
+
+# --- per-datapoint failures stay per-datapoint ---------------------------------------------------
+
+
+def number_of(input):
+    return int(input["question"].split()[-1])
+
+
+def test_nul_and_unpaired_surrogates_are_stored_as_replacement_characters_and_noted(evaluation):
+    EvaluatorFactory(evaluation=evaluation, name="seen", kind="custom", value_type="float", min_value=0,
+                     max_value=1e6)
+    seen = {}
+
+    def scorer(output, reference, input):
+        seen[number_of(input)] = output
+        return 1.0, "reason with a NUL \x00 here"
+
+    def task(input):
+        number = number_of(input)
+        if number == 1:
+            return {"text": "a\x00b", "nested": [{"k\x00ey": "\x00"}], "emoji": "\ud83d\ude00", "ok": "é"}
+        if number == 2:
+            return TaskResult("lone \ud800 surrogate", tags={"source": "x\x00y"})
+        if number == 3:
+            raise ValueError("bad byte \x00 and \udfff in the message")
+        return f"answer {number}"
+
+    result = evaluate(evaluation, "v", task, scorers={"seen": scorer}, progress=False)
+    assert result.status == "completed" and len(result.items) == 12
+    by_number = {number_of(inf.datapoint.input): inf for inf in Inference.objects.filter(run=result.run)}
+    first = by_number[1]
+    assert first.error is None
+    # The surrogate pair written as two code points is one real character, kept; NULs are replaced.
+    assert first.output == {"text": "a\ufffdb", "nested": [{"k\ufffdey": "\ufffd"}], "emoji": "😀", "ok": "é"}
+    assert first.tags["evalcompare::replaced_characters"] == "3"
+    assert seen[1] == first.output  # the scorers saw what is recorded
+    second = by_number[2]
+    assert second.output == "lone \ufffd surrogate" and second.tags["source"] == "x\ufffdy"
+    assert second.tags["evalcompare::replaced_characters"] == "2"
+    assert by_number[3].error == "ValueError in task: bad byte \ufffd and \ufffd in the message"
+    assert "evalcompare::replaced_characters" not in by_number[4].tags
+    reasons = set(Feedback.objects.filter(inference__run=result.run, metric="seen").values_list("reason", flat=True))
+    assert reasons == {"reason with a NUL \ufffd here"}
+    assert Feedback.objects.filter(inference__run=result.run, metric="seen").count() == 11
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ({"total": float("nan")}, "nan (JSON has no NaN or infinity) at ['total']"),
+    ([1, {"x": [float("inf")]}], "inf (JSON has no NaN or infinity) at [1]['x'][0]"),
+    (float("-inf"), "-inf (JSON has no NaN or infinity)"),
+    (10 ** 5000, "ValueError: Exceeds the limit"),
+    ({"when": object()}, "TypeError: Object of type object is not JSON serializable"),
+    ({("a", "b"): 1}, "TypeError: keys must be str"),
+], ids=["nan", "inf", "-inf", "huge-int", "object", "tuple-key"])
+def test_outputs_json_cannot_hold_fail_only_their_datapoint(evaluation, bad, problem):
+    def task(input):
+        return bad if number_of(input) == 7 else f"answer {number_of(input)}"
+
+    result = evaluate(evaluation, "v", task, progress=False)
+    assert result.status == "completed" and result.errors == 1
+    failed = Inference.objects.get(run=result.run, error__isnull=False)
+    assert failed.datapoint.input == {"question": "question 7"} and failed.output is None
+    assert failed.error.startswith("the task returned an output that cannot be stored as JSON: ")
+    assert problem in failed.error
+    assert not failed.feedback.exists()
+    assert Inference.objects.filter(run=result.run, error__isnull=True).count() == 11
+
+
+def test_tags_json_cannot_hold_fail_only_their_datapoint(evaluation):
+    def task(input):
+        return TaskResult("x", tags={"score": float("nan")} if number_of(input) == 2 else {"score": 1})
+
+    result = evaluate(evaluation, "v", task, progress=False)
+    failed = Inference.objects.get(run=result.run, error__isnull=False)
+    assert failed.error == ("the task returned tags that cannot be stored as JSON: "
+                            "nan (JSON has no NaN or infinity) at ['score']")
+    assert "score" not in failed.tags and Inference.objects.filter(run=result.run).count() == 12
+
+
+@pytest.mark.parametrize("timeout", [None, 5])
+def test_a_timeout_error_raised_by_the_task_is_its_own_error_not_the_runs_timeout(evaluation, timeout):
+    EvaluatorFactory(evaluation=evaluation, name="slowpoke", kind="custom", value_type="float")
+
+    async def task(input):
+        number = number_of(input)
+        if number == 1:
+            raise TimeoutError("the upstream model timed out after 30 s")
+        if number == 2:
+            raise TimeoutError
+        return f"answer {number}"
+
+    def scorer(output, reference, input):
+        if output == "answer 4":
+            raise TimeoutError("judge queue timed out")
+        return 0.5
+
+    result = evaluate(evaluation, "v", task, timeout=timeout, scorers={"slowpoke": scorer}, progress=False)
+    assert result.status == "completed" and len(result.items) == 12
+    errors = {number_of(inf.datapoint.input): inf.error for inf in Inference.objects.filter(run=result.run)
+              if inf.error}
+    assert errors == {
+        1: "TimeoutError in task: the upstream model timed out after 30 s",
+        2: "TimeoutError in task: (no message)",
+        4: "TimeoutError in scorer 'slowpoke': judge queue timed out",
+    }
+
+
+def test_the_runs_own_timeout_is_still_reported_as_such_for_tasks_and_scorers(evaluation):
+    EvaluatorFactory(evaluation=evaluation, name="slowpoke", kind="custom", value_type="float")
+
+    async def task(input):
+        if number_of(input) == 1:
+            await asyncio.sleep(10)
+        return f"answer {number_of(input)}"
+
+    async def scorer(output, reference, input):
+        if output == "answer 2":
+            await asyncio.sleep(10)
+        return 0.5
+
+    result = evaluate(evaluation, "v", task, timeout=0.3, scorers={"slowpoke": scorer}, concurrency=12,
+                      progress=False)
+    errors = {number_of(inf.datapoint.input): inf.error for inf in Inference.objects.filter(run=result.run)
+              if inf.error}
+    assert errors == {1: "TimeoutError: the task did not finish within 0.3 s",
+                      2: "scorer 'slowpoke' did not finish within 0.3 s"}
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no")
+
+
+@pytest.mark.parametrize("raised, expected", [
+    (KeyError("answer"), "KeyError in task: 'answer'"),
+    (StopIteration("done early"), "StopIteration in task: done early"),
+    (StopAsyncIteration(), "StopAsyncIteration in task: (no message)"),
+    (SystemExit(3), "SystemExit in task: 3"),
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "UnicodeDecodeError in task: 'utf-8'"),
+    (Unprintable(), "Unprintable in task: (the message could not be read)"),
+])
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_any_exception_type_from_a_task_fails_only_its_datapoint(evaluation, raised, expected, kind):
+    def sync_task(input):
+        if number_of(input) == 5:
+            raise raised
+        return f"answer {number_of(input)}"
+
+    async def async_task(input):
+        return sync_task(input)
+
+    # A timeout, so that a datapoint that never finishes (a sync StopIteration did) fails the test
+    # instead of hanging it.
+    result = evaluate(evaluation, "v", sync_task if kind == "sync" else async_task, timeout=5, progress=False)
+    assert result.status == "completed" and len(result.items) == 12
+    failed = Inference.objects.get(run=result.run, error__isnull=False)
+    if isinstance(raised, StopIteration) and kind == "async":  # Python turns it into a RuntimeError
+        assert failed.error == "RuntimeError in task: coroutine raised StopIteration"
+    else:
+        assert failed.error.startswith(expected)
+    assert failed.datapoint.input == {"question": "question 5"}
+
+
+def test_a_sync_scorer_raising_stop_iteration_fails_only_its_datapoint(evaluation):
+    EvaluatorFactory(evaluation=evaluation, name="picky", kind="custom", value_type="float")
+
+    def picky(output, reference, input):
+        if output == "answer 2":
+            raise StopIteration
+        return 0.5
+
+    result = evaluate(evaluation, "v", sample_tasks.perfect, scorers={"picky": picky}, timeout=5, progress=False)
+    assert Inference.objects.get(run=result.run, output="answer 2").error == \
+        "StopIteration in scorer 'picky': (no message)"
+    assert result.errors == 1
+
+
+class AsyncGeneratorCall:
+    async def __call__(self, input):
+        yield input
+
+
+class Model:
+    def __call__(self, input):
+        return "x"
+
+
+def generator_task(input):
+    yield "x"
+
+
+@pytest.mark.parametrize("task, message", [
+    (sample_tasks.streams, "task is an async generator function (streams), which yields instead of returning"),
+    (generator_task, "task is a generator function (generator_task)"),
+    (AsyncGeneratorCall(), "task is an async generator function"),
+    (Model, "task is the class Model; pass an instance of it"),
+    ("tests.sample_tasks:perfect", "task must be callable, not str 'tests.sample_tasks:perfect'"),
+    (None, "task must be callable, not NoneType None"),
+    (42, "task must be callable, not int 42"),
+])
+def test_things_that_are_not_tasks_are_refused_before_the_run_starts(evaluation, task, message):
+    with pytest.raises(ValueError) as error:
+        evaluate(evaluation, "v", task, progress=False)
+    assert message in str(error.value) and "expected a function taking a datapoint's input" in str(error.value)
+    assert not evaluation.runs.exists()
+
+
+def test_a_callable_instance_is_a_task(evaluation):
+    assert evaluate(evaluation, "v", Model(), progress=False).errors == 0
+
+
+def test_a_none_output_fails_its_datapoint_unless_none_is_allowed(evaluation):
+    EvaluatorFactory(evaluation=evaluation, name="valid_json", kind="json_valid")
+
+    def task(input):
+        number = number_of(input)
+        if number == 1:
+            return TaskResult(None, input_tokens=3)
+        return None if number % 2 else f'"answer {number}"'
+
+    result = evaluate(evaluation, "v", task, progress=False)
+    errors = {inf.error for inf in Inference.objects.filter(run=result.run, error__isnull=False)}
+    assert errors == {"the task returned None (allow it with allow_none=True or --allow-none)"}
+    assert result.errors == 6
+    assert not Feedback.objects.filter(inference__run=result.run, inference__error__isnull=False).exists()
+    assert next(m for m in result.metrics if m.name == "valid_json").n == 6
+
+    allowed = evaluate(evaluation, "v", task, allow_none=True, progress=False)
+    assert allowed.errors == 0
+    none_rows = Inference.objects.filter(run=allowed.run, output__isnull=True)
+    assert none_rows.count() == 0  # JSON null is stored as a JSON value, not SQL NULL
+    assert Inference.objects.filter(run=allowed.run, output=None).count() == 6
+    assert next(m for m in allowed.metrics if m.name == "valid_json").mean == 1.0
+
+
+def test_a_run_where_every_datapoint_failed_says_so(evaluation):
+    result = evaluate(evaluation, "v", sample_tasks.always_fails, progress=False, concurrency=1)
+    assert result.status == "completed" and result.errors == 12
+    assert result.failure == "every datapoint failed: RuntimeError in task: no model for question 11"
+    assert not result.passed and result.as_dict()["failure"] == result.failure
+    assert "every datapoint failed: RuntimeError in task" in result.format()
+
+    def all_but_one(input):
+        return "answer 3" if number_of(input) == 3 else sample_tasks.always_fails(input)
+
+    partly = evaluate(evaluation, "v", all_but_one, progress=False)
+    assert partly.errors == 11 and partly.failure is None
+
+
+@pytest.mark.parametrize("cutoff", [float("nan"), float("inf"), "abc", None])
+def test_cutoffs_that_are_not_finite_numbers_are_refused(evaluation, cutoff):
+    with pytest.raises(ValueError, match="cutoff for 'exact' must be a"):
+        evaluate(evaluation, "v", sample_tasks.perfect, cutoffs={"exact": cutoff}, progress=False)
+    assert not evaluation.runs.exists()
+
+
+@pytest.mark.parametrize("prompt", ["Is it right? {input}", "Does {Output} answer {input}?", ["{output}"]])
+def test_a_judge_prompt_the_answer_is_not_in_is_refused_at_run_start(evaluation, prompt):
+    from comparisons.runner.scorers import ScorerError
+
+    EvaluatorFactory(evaluation=evaluation, name="judge", kind="llm_judge", config={"model": "m", "prompt": prompt})
+    with pytest.raises(ScorerError, match="llm_judge evaluator 'judge': config.prompt"):
+        evaluate(evaluation, "v", sample_tasks.perfect, progress=False)
+    assert not evaluation.runs.exists()

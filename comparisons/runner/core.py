@@ -10,12 +10,17 @@ How the work is split:
 - Ctrl-C reaches the calling thread: it cancels the loop, records everything that finished, and
   marks the run cancelled. A task raising asyncio.CancelledError cancels the run the same way.
 - An exception or timeout in a task or a scorer fails that datapoint only: the inference is
-  recorded with the error message (and whatever scores could be computed), never the run.
+  recorded with the error message (and whatever scores could be computed), never the run. So does
+  an output that is None (unless allowed) or not JSON (NaN, infinity, objects JSON has no form for).
+- PostgreSQL cannot store NUL characters or unpaired surrogates in text or JSON: they are replaced
+  by U+FFFD before scoring, in outputs, tags, errors and reasons, and the inference's tags say so.
 """
 
 import asyncio
 import inspect
 import json
+import math
+import re
 import sys
 import threading
 import time
@@ -34,7 +39,7 @@ from tqdm import tqdm
 from comparisons.bulk import copy_rows
 from comparisons.ids import uuid7
 from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
-from comparisons.runner.scorers import Scorer
+from comparisons.runner.scorers import RaisedInThread, Scorer, call_in_thread
 from comparisons.stats import Interval, metric_interval, percentile, sample_stddev
 
 BATCH_SIZE = 200
@@ -43,6 +48,7 @@ BATCH_SIZE = 200
 FLUSH_EVERY_S = 0.1
 POLL_S = 0.05
 PINNED_TAG = "tensorzero::variant_pinned"
+REPLACED_TAG = "evalcompare::replaced_characters"
 
 
 @dataclass
@@ -122,8 +128,16 @@ class RunResult:
         return [metric for metric in self.metrics if metric.passed is False]
 
     @property
+    def failure(self) -> str | None:
+        """Why the run failed as a whole though it completed: every datapoint failed (None otherwise)."""
+        if self.items and all(item.error is not None for item in self.items):
+            first = self.items[0].error
+            return f"every datapoint failed: {first if len(first) <= 500 else first[:500] + '…'}"
+        return None
+
+    @property
     def passed(self) -> bool:
-        return self.status == EvaluationRun.Status.COMPLETED and not self.failed_cutoffs
+        return self.status == EvaluationRun.Status.COMPLETED and not self.failed_cutoffs and self.failure is None
 
     def latency_percentiles(self) -> dict[str, float | None]:
         latencies = sorted(item.latency_ms for item in self.items if item.latency_ms is not None)
@@ -148,7 +162,7 @@ class RunResult:
             "throughput_per_s": round(self.throughput, 2), "latency_ms": self.latency_percentiles(), **self.totals(),
             "metrics": {m.name: {"n": m.n, "mean": m.mean, "ci_low": m.ci and m.ci.low, "ci_high": m.ci and m.ci.high,
                                  "cutoff": m.cutoff, "passed": m.passed} for m in self.metrics},
-            "passed": self.passed, "comparison_url": self.comparison_url,
+            "failure": self.failure, "passed": self.passed, "comparison_url": self.comparison_url,
             "loop_blocked": self.blocking and {"seconds": round(self.blocking.seconds, 3), "by": self.blocking.where},
         }
 
@@ -171,6 +185,8 @@ class RunResult:
             cutoff = f"{verdict} cutoff {metric.cutoff:g} ({'≥' if metric.optimize == 'max' else '≤'})" \
                 if metric.cutoff is not None else ""
             lines.append(f"  {metric.name}: mean {mean}{ci} n={metric.n}{cutoff}")
+        if self.failure:
+            lines.append(f"  {self.failure}")
         if self.blocking is not None:
             lines.append(f"  warning: {self.blocking}")
         lines.append(f"  compare: {self.comparison_url}")
@@ -258,8 +274,9 @@ class _Context:
 class _Engine:
     """The event-loop side: runs tasks and scorers, puts ItemResults on `results`."""
 
-    def __init__(self, task, scorers, concurrency, timeout, pinned, results):
+    def __init__(self, task, scorers, concurrency, timeout, pinned, results, allow_none=False):
         self.task, self.scorers, self.concurrency, self.timeout = task, scorers, concurrency, timeout
+        self.allow_none = allow_none
         # A callable object with an `async def __call__` (e.g. OpenAIModelTask) is async too.
         self.task_is_async = inspect.iscoroutinefunction(task) or inspect.iscoroutinefunction(type(task).__call__)
         self.pinned = pinned
@@ -327,18 +344,24 @@ class _Engine:
     async def _call_task(self, input, context):
         if self.task_is_async:
             return await self.task(input)
-        result = await self.loop.run_in_executor(context.executor, self.task, input)
+        result = await self.loop.run_in_executor(context.executor, call_in_thread, self.task, input)
         if inspect.isawaitable(result):
             result = await result
         return result
 
     async def _within_timeout(self, awaitable):
-        if self.timeout is None:  # the common case skips wait_for's bookkeeping on the hot path
+        """Await with the run's timeout. Our deadline raises _DeadlineExpired, so that a TimeoutError
+        raised by the task or scorer itself stays that datapoint's own error, with its own message."""
+        if self.timeout is None:  # the common case skips the timeout's bookkeeping on the hot path
             return await awaitable
-        # Its own task, named as the worker's, so the loop watch still knows what it is doing.
-        inner = asyncio.ensure_future(awaitable)
-        inner.set_name(asyncio.current_task().get_name())
-        return await asyncio.wait_for(inner, self.timeout)
+        scope = asyncio.timeout(self.timeout)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                raise _DeadlineExpired from None
+            raise
 
     async def _one(self, datapoint_id, input, reference, context):
         started = time.perf_counter()
@@ -354,44 +377,136 @@ class _Engine:
                 item.cost, item.tags = result.cost, dict(result.tags or {})
             else:
                 item.output = result
-            json.dumps(item.output)
+            if item.output is None and not self.allow_none:
+                raise _Unstorable("the task returned None (allow it with allow_none=True or --allow-none)")
+            # Scorers see the output exactly as it is recorded.
+            item.output, replaced = storable_json(item.output, "an output")
+            item.tags, replaced_in_tags = storable_json(item.tags, "tags")
+            if replaced or replaced_in_tags:
+                item.tags[REPLACED_TAG] = str(replaced + replaced_in_tags)
         except asyncio.CancelledError:
             if not self.cancel_requested:  # the task itself raised CancelledError: cancel the run
                 self.cancel_requested = True
                 self.main.cancel()
             raise
-        except TimeoutError:
+        except _DeadlineExpired:
             item.latency_ms = (time.perf_counter() - started) * 1000
             item.error = f"TimeoutError: the task did not finish within {self.timeout:g} s"
-            item.output = None
-        except Exception as error:
+            item.output, item.tags = None, {}
+        except _Unstorable as error:
+            item.error = str(error)
+            item.output, item.tags = None, {}
+        except (Exception, SystemExit) as error:  # whatever the task raised, TimeoutError included
             item.latency_ms = item.latency_ms or (time.perf_counter() - started) * 1000
             item.error = _describe(error, "task")
-            item.output = None
+            item.output, item.tags = None, {}
         item.inference_id = uuid7()
         if item.error is None:
             problems = []
             for scorer in self.scorers:
                 self.activity[worker] = f"scorer '{scorer.name}'"
                 try:
-                    item.scores[scorer.name] = await self._within_timeout(
-                        scorer.score(item.output, reference, input, context))
+                    value, reason = await self._within_timeout(scorer.score(item.output, reference, input, context))
+                    item.scores[scorer.name] = (value, storable_text(reason)[0])
                 except asyncio.CancelledError:
                     raise
-                except TimeoutError:
+                except _DeadlineExpired:
                     problems.append(f"scorer '{scorer.name}' did not finish within {self.timeout:g} s")
-                except Exception as error:
+                except (Exception, SystemExit) as error:
                     problems.append(_describe(error, f"scorer '{scorer.name}'"))
             if problems:
                 item.error = "; ".join(problems)
+        if item.error is not None:
+            item.error = storable_text(item.error)[0]
         return item
 
 
+class _DeadlineExpired(Exception):
+    """The run's timeout expired (unlike a TimeoutError that the task or scorer raised)."""
+
+
+class _Unstorable(Exception):
+    """The task's result cannot be recorded; the message is the datapoint's error."""
+
+
 def _describe(error: BaseException, where: str) -> str:
-    message = str(error) or repr(error)
-    if isinstance(error, TypeError) and "JSON serializable" in message:
-        return f"{where} returned an output that is not JSON-serializable: {message}"
+    if isinstance(error, RaisedInThread):
+        error = error.error
+    try:
+        message = str(error) or "(no message)"
+    except Exception:  # a broken __str__ must not end the run
+        message = "(the message could not be read)"
     return f"{type(error).__name__} in {where}: {message}"
+
+
+# PostgreSQL text and jsonb cannot hold NUL, and UTF-8 cannot hold an unpaired surrogate.
+_UNSTORABLE_CHARACTERS = re.compile("[\\x00\\ud800-\\udfff]")
+
+
+def storable_text(text: str) -> tuple[str, int]:
+    """`text` with NUL characters and unpaired surrogates replaced by U+FFFD, and how many were."""
+    if (text.isascii() and "\x00" not in text) or not _UNSTORABLE_CHARACTERS.search(text):
+        return text, 0
+    # A surrogate pair written as two code points is one real character: UTF-16 joins it and turns
+    # only the unpaired ones into U+FFFD.
+    joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    replaced = joined.count("\ufffd") - text.count("\ufffd") + text.count("\x00")
+    return joined.replace("\x00", "\ufffd"), replaced
+
+
+class _NotJSON(Exception):
+    def __init__(self, problem):
+        super().__init__(problem)
+        self.problem, self.path = problem, []
+
+
+def storable_json(value, what: str):
+    """(`value` as PostgreSQL can store it as JSON, how many characters were replaced).
+
+    Strings, keys included, go through storable_text. Raises _Unstorable naming the place for what
+    JSON has no form for: NaN and infinities, objects that are not JSON, integers too long to write.
+    """
+    replaced = 0
+
+    def clean(value):
+        nonlocal replaced
+        if isinstance(value, str):
+            text, count = storable_text(value)
+            replaced += count
+            return text
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _NotJSON(f"{value!r} (JSON has no NaN or infinity)")
+        if isinstance(value, dict):
+            cleaned = {}
+            for key, item in value.items():
+                try:
+                    cleaned[clean(key) if isinstance(key, str) else key] = clean(item)
+                except _NotJSON as error:
+                    error.path.insert(0, f"[{storable_text(key)[0] if isinstance(key, str) else key!r}]")
+                    raise
+            return cleaned
+        if isinstance(value, list | tuple):
+            cleaned = []
+            for index, item in enumerate(value):
+                try:
+                    cleaned.append(clean(item))
+                except _NotJSON as error:
+                    error.path.insert(0, f"[{index}]")
+                    raise
+            return cleaned
+        return value
+
+    try:
+        cleaned = clean(value)
+        json.dumps(cleaned, allow_nan=False)
+    except _NotJSON as error:
+        where = f" at {''.join(error.path)}" if error.path else ""
+        raise _Unstorable(f"the task returned {what} that cannot be stored as JSON: {error.problem}{where}") \
+            from None
+    except (TypeError, ValueError, RecursionError) as error:
+        raise _Unstorable(f"the task returned {what} that cannot be stored as JSON: "
+                          f"{type(error).__name__}: {storable_text(str(error))[0]}") from None
+    return cleaned, replaced
 
 
 class _Recorder:
@@ -449,8 +564,30 @@ def _resolve_cutoffs(evaluators: list[Evaluator], cutoffs: dict | None) -> dict[
         if name not in resolved:
             known = ", ".join(resolved) or "none"
             raise ValueError(f"cutoff for unknown metric '{name}'; this evaluation has: {known}")
-        resolved[name] = float(value)
+        try:
+            resolved[name] = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"cutoff for '{name}' must be a number, not {value!r}") from None
+        if not math.isfinite(resolved[name]):
+            raise ValueError(f"cutoff for '{name}' must be a finite number, not {value!r}")
     return resolved
+
+
+def _task_problem(task) -> str | None:
+    """Why `task` cannot be a task (None when it can): the run would fail every datapoint otherwise."""
+    shown = f"{type(task).__name__} {task!r}"[:200]
+    expected = ("expected a function taking a datapoint's input and returning its output: a plain function, "
+                "an async def function, or a callable object")
+    if not callable(task):
+        return f"task must be callable, not {shown}; {expected}"
+    if inspect.isclass(task):
+        return f"task is the class {task.__qualname__}; pass an instance of it (or a function); {expected}"
+    for what, test in (("an async generator function", inspect.isasyncgenfunction),
+                       ("a generator function", inspect.isgeneratorfunction)):
+        if test(task) or test(type(task).__call__):
+            return f"task is {what} ({getattr(task, '__qualname__', shown)}), which yields instead of returning; " \
+                   f"{expected}"
+    return None
 
 
 def _summaries(evaluators, items, cutoffs) -> list[MetricResult]:
@@ -489,6 +626,7 @@ def evaluate(
     cutoffs: dict | None = None,
     scorers: dict | None = None,
     on_item=None,
+    allow_none: bool = False,
 ) -> RunResult:
     """Run `task` over the evaluation's dataset as it is now, score each output, record the run.
 
@@ -496,7 +634,8 @@ def evaluate(
     awaitable; it returns the output or a TaskResult. `scorers` maps custom evaluator names to
     callables `(output, reference, input) -> bool | float | (value, reason)`, sync or async.
     `cutoffs` overrides evaluator cutoffs. `on_item(ItemResult)` is called in this thread as each
-    datapoint finishes. Raises ValueError for bad arguments before anything is recorded.
+    datapoint finishes. A None output fails its datapoint unless `allow_none`. Raises ValueError for
+    bad arguments (generators, classes and other non-tasks included) before anything is recorded.
     """
     started = time.perf_counter()  # elapsed_s covers the whole call: setup, tasks, scoring, recording
     if isinstance(evaluation, str):
@@ -504,8 +643,9 @@ def evaluate(
         if found is None:
             raise ValueError(f"there is no evaluation named '{evaluation}'")
         evaluation = found
-    if not callable(task):
-        raise ValueError("task must be callable")
+    problem = _task_problem(task)
+    if problem:
+        raise ValueError(problem)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if timeout is not None and timeout <= 0:
@@ -538,7 +678,7 @@ def evaluate(
 
     inputs = {datapoint_id: input for datapoint_id, input, _ in work}
     results: deque[ItemResult] = deque()
-    engine = _Engine(task, run_scorers, concurrency, timeout, pinned, results)
+    engine = _Engine(task, run_scorers, concurrency, timeout, pinned, results, allow_none)
     recorder = _Recorder(run, variant, pinned, inputs, evaluation)
     items: list[ItemResult] = []
     bar = tqdm(total=len(work), file=sys.stderr, disable=not progress, unit="dp", dynamic_ncols=True,

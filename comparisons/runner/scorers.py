@@ -169,8 +169,38 @@ DEFAULT_JUDGE_PROMPT = (
 )
 
 
+def judge_prompt_problem(prompt) -> str | None:
+    """Why `prompt` cannot be an LLM judge's prompt (None when it can, or when unset: the default is
+    used). A prompt without {output} would have the judge score an answer it never sees."""
+    if prompt is None or prompt == "":
+        return None
+    if not isinstance(prompt, str):
+        return f"config.prompt must be text, not {type(prompt).__name__}"
+    if "{output}" not in prompt:
+        return ("config.prompt has no {output} placeholder, so the judge would never see the answer; "
+                "add {output} (and {input}, {reference} as needed)")
+    return None
+
+
 class ScorerError(Exception):
     """A scorer could not produce a value (bad configuration or a bad return value)."""
+
+
+class RaisedInThread(Exception):
+    """Carries an exception that an asyncio future cannot hold (StopIteration) out of a worker thread."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
+def call_in_thread(function, *args):
+    """Call a sync task or scorer in a worker thread. asyncio refuses to set a StopIteration on a
+    future (a TypeError inside the event loop), which would leave the datapoint waiting forever."""
+    try:
+        return function(*args)
+    except StopIteration as error:
+        raise RaisedInThread(error) from error
 
 
 def import_callable(path: str):
@@ -220,6 +250,9 @@ class Scorer:
         elif kind == "llm_judge":
             if not self.config.get("model"):
                 raise ScorerError(f"llm_judge evaluator '{self.name}' needs config.model")
+            problem = judge_prompt_problem(self.config.get("prompt"))
+            if problem:
+                raise ScorerError(f"llm_judge evaluator '{self.name}': {problem}")
             self.function, self.mode = None, "judge"
         elif kind == "custom":
             function = function or (import_callable(self.config["callable"]) if self.config.get("callable") else None)
@@ -242,7 +275,7 @@ class Scorer:
             raw = await self.function(output, reference, input)
         else:
             raw = await asyncio.get_running_loop().run_in_executor(
-                context.executor, self.function, output, reference, input)
+                context.executor, call_in_thread, self.function, output, reference, input)
             if inspect.isawaitable(raw):
                 raw = await raw
         return self._normalise(raw)

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 
 from django.conf import settings
@@ -9,12 +10,29 @@ from comparisons.runner import evaluate
 from comparisons.runner.model_task import OpenAIModelTask
 from comparisons.runner.scorers import ScorerError, import_callable
 
-CUTOFF = re.compile(r"^(?P<metric>[^=\s]+)=(?P<value>-?\d+(\.\d+)?([eE]-?\d+)?)$")
+# ASCII digits only: float() would also take "١" or "1_0", which nobody means as a cutoff.
+NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def parse_cutoff(text: str) -> tuple[str, float]:
+    """`METRIC=VALUE` as (metric, value): VALUE a finite decimal number (`.5`, `0.5`, `5e-1`).
+    Raises ValueError with the reason."""
+    metric, sep, value = text.partition("=")
+    shown = repr(value if len(value) <= 40 else value[:40] + "…")
+    if not sep or not metric or any(c.isspace() for c in metric):
+        raise ValueError("use METRIC=VALUE, e.g. --cutoff accuracy=0.8")
+    if not NUMBER.fullmatch(value):
+        raise ValueError(f"{shown} is not a number; use METRIC=VALUE, e.g. --cutoff {metric[:40]}=0.8")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{shown} is too large; a cutoff is a finite number")
+    return metric, number
 
 
 class Command(BaseCommand):
     help = ("Run an evaluation: a task (or a model) over the evaluation's dataset, scored by its evaluators. "
-            "Exit 0 when every cutoff holds, 1 when one fails, 2 on bad input, 130 when interrupted.")
+            "Exit 0 when every cutoff holds, 1 when one fails or every datapoint failed, 2 on bad input, "
+            "130 when interrupted.")
 
     def add_arguments(self, parser):
         parser.add_argument("evaluation", help="the evaluation's name")
@@ -29,6 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, help="seconds a task or scorer may take per datapoint")
         parser.add_argument("--cutoff", action="append", default=[], metavar="METRIC=VALUE",
                             help="fail (exit 1) when METRIC's mean misses VALUE; overrides the evaluator's cutoff")
+        parser.add_argument("--allow-none", action="store_true",
+                            help="a None output is a valid output (by default it fails its datapoint)")
         parser.add_argument("--unpinned", action="store_true", help="record the variant as sampled, not pinned")
         parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag on the run")
         parser.add_argument("--format", choices=["pretty", "jsonl"], default="pretty")
@@ -42,11 +62,11 @@ class Command(BaseCommand):
                                returncode=2)
         cutoffs = {}
         for text in options["cutoff"]:
-            match = CUTOFF.match(text)
-            if not match:
-                raise CommandError(f"Bad --cutoff '{text}': use METRIC=VALUE, e.g. --cutoff accuracy=0.8.",
-                                   returncode=2)
-            cutoffs[match["metric"]] = float(match["value"])
+            try:
+                metric, value = parse_cutoff(text)
+            except ValueError as error:
+                raise CommandError(f"Bad --cutoff {text[:200]!r}: {error}.", returncode=2) from None
+            cutoffs[metric] = value
         tags = {}
         for text in options["tag"]:
             key, sep, value = text.partition("=")
@@ -80,7 +100,7 @@ class Command(BaseCommand):
                 evaluation, options["variant"], task, concurrency=options["concurrency"],
                 pinned=not options["unpinned"], max_datapoints=options["max_datapoints"], config=config, tags=tags,
                 timeout=options["timeout"], progress=not options["no_progress"], cutoffs=cutoffs,
-                on_item=print_item if jsonl else None,
+                on_item=print_item if jsonl else None, allow_none=options["allow_none"],
             )
         except (ValueError, ScorerError, ImportError) as error:
             raise CommandError(str(error), returncode=2) from error
@@ -92,6 +112,8 @@ class Command(BaseCommand):
         if result.status == EvaluationRun.Status.CANCELLED:
             raise CommandError(f"Interrupted: run {result.run.id} is recorded as cancelled with "
                                f"{len(result.items)} finished datapoint(s).", returncode=130)
+        if result.failure:
+            raise CommandError(result.failure, returncode=1)
         failed = result.failed_cutoffs
         if failed:
             reasons = "; ".join(
