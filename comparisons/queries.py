@@ -789,10 +789,14 @@ def run_summary(run: EvaluationRun) -> RunSummary:
         p99=PercentileCont("latency_ms", 0.99), input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"), cost=Sum("cost"),
     )
+    # Tags are editable in the admin: only numbers are summed, so a stray value never breaks the page.
+    integer, number = r"^[0-9]{1,15}$", r"^[0-9]{1,15}(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$"
     judge = Feedback.objects.filter(inference__run=run, source=Feedback.Source.EVALUATOR).aggregate(
-        input_tokens=Sum(Cast(KT("tags__judge_input_tokens"), BigIntegerField())),
-        output_tokens=Sum(Cast(KT("tags__judge_output_tokens"), BigIntegerField())),
-        cost=Sum(Cast(KT("tags__judge_cost"), FloatField())),
+        input_tokens=Sum(Cast(KT("tags__judge_input_tokens"), BigIntegerField()),
+                         filter=Q(tags__judge_input_tokens__regex=integer)),
+        output_tokens=Sum(Cast(KT("tags__judge_output_tokens"), BigIntegerField()),
+                          filter=Q(tags__judge_output_tokens__regex=integer)),
+        cost=Sum(Cast(KT("tags__judge_cost"), FloatField()), filter=Q(tags__judge_cost__regex=number)),
     )
     samples = list(Inference.objects.filter(run=run, error__isnull=False).order_by("id")
                    .values_list("datapoint_id", "error")[:20])

@@ -625,3 +625,15 @@ def test_run_page_without_judges_or_prices_shows_no_cost_rather_than_zero(client
     assert "<dt>Task cost</dt><dd>—</dd>" in body
     assert "<dt>Judge tokens in / out</dt><dd>300 / 20</dd>" in body
     assert "<dt>Judge cost</dt><dd>—</dd>" in body
+
+
+def test_run_page_sums_only_numeric_judge_tags(client_logged_in, small):
+    EvaluatorFactory(evaluation=small["evaluation"], name="judge", kind="llm_judge", config={"model": "m"})
+    FeedbackFactory(inference=small["inference"], metric="judge", tags={
+        "judge_input_tokens": 7, "judge_output_tokens": 3, "judge_cost": 1.5e-3})
+    FeedbackFactory(inference=small["inference"], metric="judge", tags={  # as edited by hand in the admin
+        "judge_input_tokens": "many", "judge_output_tokens": -4, "judge_cost": "lots"})
+    response = client_logged_in.get(reverse("run_detail", args=[small["run"].id]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<dt>Judge tokens in / out</dt><dd>7 / 3</dd>" in body and "<dt>Judge cost</dt><dd>$0.0015</dd>" in body
