@@ -21,6 +21,7 @@ from operator import or_
 from django.db import connection, transaction
 from django.db.models import (
     Aggregate,
+    BigIntegerField,
     BooleanField,
     Count,
     Exists,
@@ -35,7 +36,8 @@ from django.db.models import (
     TextField,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Greatest, Least
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, Greatest, Least
 
 from comparisons.ids import parse_uuid
 from comparisons.models import (
@@ -767,20 +769,38 @@ class RunSummary:
     latency_p99: float | None
     input_tokens: int
     output_tokens: int
-    cost: float | None
+    cost: float | None  # the task's (inferences' cost)
     error_samples: list  # (datapoint id, error) of up to 20 failed inferences
+    judge_input_tokens: int | None = None  # LLM judges', from their feedback's tags
+    judge_output_tokens: int | None = None
+    judge_cost: float | None = None
 
 
 def run_summary(run: EvaluationRun) -> RunSummary:
-    """Operational figures of one run: latency percentiles, tokens, cost and errors (two queries)."""
+    """Operational figures of one run: latency percentiles, tokens, cost and errors (three queries).
+
+    Task tokens and cost come from the inferences; LLM judges' from their feedback's tags
+    (`judge_input_tokens`, `judge_output_tokens`, `judge_cost`, as the runner records them). Every
+    judge call counts, also those a later feedback superseded: they were paid for.
+    """
     totals = Inference.objects.filter(run=run).aggregate(
         n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
         p50=PercentileCont("latency_ms", 0.5), p95=PercentileCont("latency_ms", 0.95),
         p99=PercentileCont("latency_ms", 0.99), input_tokens=Sum("input_tokens"),
         output_tokens=Sum("output_tokens"), cost=Sum("cost"),
     )
+    # Tags are editable in the admin: only numbers are summed, so a stray value never breaks the page.
+    integer, number = r"^[0-9]{1,15}$", r"^[0-9]{1,15}(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?$"
+    judge = Feedback.objects.filter(inference__run=run, source=Feedback.Source.EVALUATOR).aggregate(
+        input_tokens=Sum(Cast(KT("tags__judge_input_tokens"), BigIntegerField()),
+                         filter=Q(tags__judge_input_tokens__regex=integer)),
+        output_tokens=Sum(Cast(KT("tags__judge_output_tokens"), BigIntegerField()),
+                          filter=Q(tags__judge_output_tokens__regex=integer)),
+        cost=Sum(Cast(KT("tags__judge_cost"), FloatField()), filter=Q(tags__judge_cost__regex=number)),
+    )
     samples = list(Inference.objects.filter(run=run, error__isnull=False).order_by("id")
                    .values_list("datapoint_id", "error")[:20])
     return RunSummary(totals["n"], totals["errors"], totals["p50"], totals["p95"], totals["p99"],
                       totals["input_tokens"] or 0, totals["output_tokens"] or 0,
-                      float(totals["cost"]) if totals["cost"] is not None else None, samples)
+                      float(totals["cost"]) if totals["cost"] is not None else None, samples,
+                      judge["input_tokens"], judge["output_tokens"], judge["cost"])

@@ -10,6 +10,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from evalcompare.prices import parse_model_prices
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -26,6 +28,11 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set SECRET_KEY in the environment, or DEBUG=1 for development."
         )
     SECRET_KEY = "django-insecure-development-key-only-used-when-DEBUG-is-on"
+
+# USD per million input/output tokens per model, for the runner's task and judge costs: the
+# defaults in evalcompare/prices.py updated by this JSON. Validated here, before the database
+# starts, so a bad value stops every command at once with the offending entry.
+MODEL_PRICES = parse_model_prices(os.environ.get("EVALCOMPARE_MODEL_PRICES"))
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")

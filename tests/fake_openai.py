@@ -2,11 +2,16 @@
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    """`answers` is a list of (status, content-or-body); the last one repeats when the list runs out."""
+    """`answers` is a list of (status, content-or-body[, headers]); the last one repeats when the list runs out.
+
+    Each request is kept with its arrival time (`at`, time.monotonic()), so tests can measure the
+    gaps the client left between requests on the server's side.
+    """
 
     def __init__(self, answers):
         self.answers = list(answers)
@@ -16,10 +21,13 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
+                at = time.monotonic()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                    status, content = fake.answers.pop(0) if len(fake.answers) > 1 else fake.answers[0]
+                    fake.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization"),
+                                          "at": at})
+                    answer = fake.answers.pop(0) if len(fake.answers) > 1 else fake.answers[0]
+                status, content, headers = answer if len(answer) == 3 else (*answer, {})
                 if status == 200 and isinstance(content, str):
                     payload = {"choices": [{"message": {"role": "assistant", "content": content}}],
                                "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
@@ -29,6 +37,8 @@ class FakeOpenAI:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

@@ -3,7 +3,9 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
+from itertools import pairwise
 from urllib.parse import quote
 
 import pytest
@@ -61,6 +63,9 @@ def test_failing_cutoff_exits_one_naming_the_metric(evaluation):
     (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", "exact>1"), "Bad --cutoff"),
     (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--cutoff", "tone=1"), "unknown metric"),
     (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--concurrency", "0"), "at least 1"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--rpm", "0"), "--rpm must be a positive"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--rpm", "nan"), "--rpm must be a positive"),
+    (("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", "--rpm", "-60"), "--rpm must be a positive"),
 ])
 def test_bad_input_exits_two(evaluation, args, message):
     code, text = exit_code(*args)
@@ -183,3 +188,28 @@ def test_a_task_that_is_not_a_function_exits_two_before_anything_is_recorded(eva
     code, message = exit_code("qa", "--variant", "v", "--task", "tests.sample_tasks:streams")
     assert code == 2 and "task is an async generator function (streams)" in message
     assert not EvaluationRun.objects.exists()
+
+
+def test_openai_model_cost_comes_from_the_default_price_table(evaluation):
+    with FakeOpenAI([(200, "answer")]) as server:  # usage: 11 in, 7 out
+        output = run("qa", "--variant", "m", "--openai-model", "gpt-4o-mini", "--openai-base-url", server.url,
+                     "--max-datapoints", "2")
+    # gpt-4o-mini's default: $0.15 / $0.60 per million tokens in / out
+    assert [i.cost for i in Inference.objects.all()] == [Decimal("0.00000585")] * 2
+    assert "task tokens 22 in / 14 out · task cost $0.0000" in output and "cost unknown" not in output
+
+
+def test_rpm_spreads_model_and_judge_requests_together_and_the_summary_splits_the_costs(evaluation, settings):
+    settings.MODEL_PRICES = {"small-model": {"input": 1000.0, "output": 1000.0}}  # $0.018 a call
+    with FakeOpenAI([(200, "true")]) as server:
+        EvaluatorFactory(evaluation=evaluation, name="judge", kind="llm_judge",
+                         config={"model": "judge-model", "base_url": server.url, "api_key": "k"})
+        output = run("qa", "--variant", "m", "--openai-model", "small-model", "--openai-base-url", server.url,
+                     "--max-datapoints", "2", "--concurrency", "2", "--rpm", "120")
+    models = sorted(request["body"]["model"] for request in server.requests)
+    assert models == ["judge-model", "judge-model", "small-model", "small-model"]
+    arrivals = sorted(request["at"] for request in server.requests)
+    assert all(b - a >= 0.45 for a, b in pairwise(arrivals))  # 120 a minute: one every 0.5 s, shared
+    assert "task tokens 22 in / 14 out · task cost $0.0360" in output
+    assert "judge tokens 22 in / 14 out" in output and "judge cost $" not in output
+    assert output.count("cost unknown for judge-model: no price in EVALCOMPARE_MODEL_PRICES") == 1

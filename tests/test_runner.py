@@ -5,12 +5,13 @@ import threading
 import time
 from collections import defaultdict
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 
 from comparisons.models import Evaluator, Feedback, Inference
 from comparisons.queries import comparison_stats, resolve_comparison
-from comparisons.runner import TaskResult, evaluate
+from comparisons.runner import TaskResult, evaluate, openai_client
 from tests import sample_tasks
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
 from tests.fake_openai import FakeOpenAI
@@ -609,3 +610,98 @@ def test_a_judge_prompt_the_answer_is_not_in_is_refused_at_run_start(evaluation,
     with pytest.raises(ScorerError, match="llm_judge evaluator 'judge': config.prompt"):
         evaluate(evaluation, "v", sample_tasks.perfect, progress=False)
     assert not evaluation.runs.exists()
+
+
+# --- usage, cost and rate limits of OpenAI-compatible calls --------------------------------------
+
+PRICED = {"judge-model": {"input": 1000.0, "output": 2000.0}}  # USD per million: 11 in + 7 out = $0.025
+
+
+def test_judge_calls_record_tokens_and_cost_on_the_feedback(evaluation, judged, settings):
+    settings.MODEL_PRICES = PRICED
+    with FakeOpenAI([(200, '{"score": true, "reason": "ok"}')]) as server:
+        judged(server)
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=2)
+    judge_feedback = Feedback.objects.filter(inference__run=result.run, metric="judge")
+    assert [f.tags for f in judge_feedback] == [{"judge_model": "judge-model", "judge_input_tokens": 11,
+                                                 "judge_output_tokens": 7, "judge_cost": pytest.approx(0.025)}] * 2
+    assert Feedback.objects.get(inference__run=result.run, metric="exact", inference=judge_feedback[0].inference).tags \
+        == {}
+    assert result.judge_totals() == {"judge_input_tokens": 22, "judge_output_tokens": 14,
+                                     "judge_cost": pytest.approx(0.05)}
+    assert result.unpriced_models == [] and result.totals()["cost"] is None  # the task reported no cost
+    summary = result.format()
+    assert "judge tokens 22 in / 14 out · judge cost $0.0500" in summary and "task cost" not in summary
+    assert result.as_dict()["judge_cost"] == pytest.approx(0.05) and result.as_dict()["cost"] is None
+
+
+def test_an_unknown_judge_model_leaves_the_cost_empty_and_says_so_once(evaluation, judged, settings):
+    settings.MODEL_PRICES = {"gpt-4o": {"input": 2.5, "output": 10.0}}
+    with FakeOpenAI([(200, "true")]) as server:
+        judged(server)
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=3)
+    tags = [f.tags for f in Feedback.objects.filter(inference__run=result.run, metric="judge")]
+    assert len(tags) == 3 and all(t["judge_cost"] is None and t["judge_input_tokens"] == 11 for t in tags)
+    assert result.judge_totals() == {"judge_input_tokens": 33, "judge_output_tokens": 21, "judge_cost": None}
+    assert result.unpriced_models == ["judge-model"]
+    summary = result.format()
+    assert summary.count("cost unknown for judge-model") == 1 and "judge cost $" not in summary
+    assert "judge tokens 33 in / 21 out" in summary
+    assert result.as_dict()["unpriced_models"] == ["judge-model"]
+
+
+def test_a_429_with_retry_after_is_waited_out(evaluation, judged):
+    with FakeOpenAI([(429, "slow down", {"Retry-After": "1"}), (200, "true")]) as server:
+        judged(server)  # backoff_s 0.01: without the header the retry would come at once
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=1)
+    assert result.errors == 0 and len(server.requests) == 2
+    gap = server.requests[1]["at"] - server.requests[0]["at"]
+    assert 1.0 <= gap < openai_client.MAX_RETRY_AFTER_S
+
+
+def test_a_retry_after_beyond_the_cap_waits_the_cap(evaluation, judged, monkeypatch):
+    monkeypatch.setattr(openai_client, "MAX_RETRY_AFTER_S", 0.5)
+    with FakeOpenAI([(503, "busy", {"Retry-After": "3600"}), (200, "true")]) as server:
+        judged(server)
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=1)
+    assert result.errors == 0
+    gap = server.requests[1]["at"] - server.requests[0]["at"]
+    assert 0.5 <= gap < 30  # capped: nowhere near the hour asked
+
+
+def test_retries_back_off_exponentially_within_the_jitter_bounds(evaluation, judged):
+    with FakeOpenAI([(503, "busy"), (503, "busy"), (200, "true")]) as server:
+        judged(server, backoff_s=0.2)
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=1)
+    assert result.errors == 0 and len(server.requests) == 3
+    first, second = (b["at"] - a["at"] for a, b in pairwise(server.requests))
+    assert first >= 0.1 and second >= 0.2  # at least half of 0.2·2^attempt
+
+
+def test_rpm_spreads_the_judge_requests_of_a_run(evaluation, judged):
+    with FakeOpenAI([(200, "true")]) as server:
+        judged(server)
+        result = evaluate(evaluation, "v", sample_tasks.perfect, progress=False, max_datapoints=3, concurrency=3,
+                          rpm=60)
+    assert result.errors == 0 and len(server.requests) == 3
+    arrivals = sorted(request["at"] for request in server.requests)
+    assert all(b - a >= 0.9 for a, b in pairwise(arrivals))  # one a second, not three at once
+
+
+def test_rpm_does_not_limit_plain_function_tasks(evaluation):
+    calls = []
+
+    def task(input):
+        calls.append(time.monotonic())
+        return "answer"
+
+    result = evaluate(evaluation, "v", task, progress=False, rpm=1, concurrency=4)
+    assert len(result.items) == 12 and result.errors == 0
+    assert max(calls) - min(calls) < 30  # limited, 12 calls at 1 a minute would take 11 minutes
+
+
+@pytest.mark.parametrize("rpm", [0, -5, float("nan"), float("inf")])
+def test_a_bad_rpm_is_refused_before_anything_is_recorded(evaluation, rpm):
+    with pytest.raises(ValueError, match="rpm must be a positive number"):
+        evaluate(evaluation, "v", sample_tasks.perfect, progress=False, rpm=rpm)
+    assert not Inference.objects.exists() and not evaluation.runs.exists()

@@ -597,3 +597,43 @@ def test_wrong_methods_are_405(client_logged_in, small, method, name, args):
 ])
 def test_unknown_and_odd_ids_are_4xx(client_logged_in, small, url):
     assert client_logged_in.get(url).status_code in (400, 404)
+
+
+def test_run_page_shows_task_and_judge_cost_apart(client_logged_in, small):
+    inference = small["inference"]
+    inference.input_tokens, inference.output_tokens, inference.cost = 100, 40, "0.01250000"
+    inference.save()
+    EvaluatorFactory(evaluation=small["evaluation"], name="judge", kind="llm_judge", config={"model": "gpt-4o-mini"})
+    FeedbackFactory(inference=inference, metric="judge", tags={
+        "judge_model": "gpt-4o-mini", "judge_input_tokens": 300, "judge_output_tokens": 20, "judge_cost": 0.5})
+    FeedbackFactory(inference=inference, metric="judge", tags={  # a re-judgement: paid for too
+        "judge_model": "gpt-4o-mini", "judge_input_tokens": 200, "judge_output_tokens": 10, "judge_cost": 0.25})
+    body = client_logged_in.get(reverse("run_detail", args=[small["run"].id])).content.decode()
+    assert "<dt>Task tokens in / out</dt><dd>100 / 40</dd>" in body
+    assert "<dt>Task cost</dt><dd>$0.0125</dd>" in body
+    assert "<dt>Judge tokens in / out</dt><dd>500 / 30</dd>" in body
+    assert "<dt>Judge cost</dt><dd>$0.7500</dd>" in body
+
+
+def test_run_page_without_judges_or_prices_shows_no_cost_rather_than_zero(client_logged_in, small):
+    body = client_logged_in.get(reverse("run_detail", args=[small["run"].id])).content.decode()
+    assert "<dt>Judge tokens in / out</dt><dd>—</dd>" in body and "<dt>Judge cost</dt><dd>—</dd>" in body
+    EvaluatorFactory(evaluation=small["evaluation"], name="judge", kind="llm_judge", config={"model": "unpriced"})
+    FeedbackFactory(inference=small["inference"], metric="judge", tags={
+        "judge_model": "unpriced", "judge_input_tokens": 300, "judge_output_tokens": 20, "judge_cost": None})
+    body = client_logged_in.get(reverse("run_detail", args=[small["run"].id])).content.decode()
+    assert "<dt>Task cost</dt><dd>—</dd>" in body
+    assert "<dt>Judge tokens in / out</dt><dd>300 / 20</dd>" in body
+    assert "<dt>Judge cost</dt><dd>—</dd>" in body
+
+
+def test_run_page_sums_only_numeric_judge_tags(client_logged_in, small):
+    EvaluatorFactory(evaluation=small["evaluation"], name="judge", kind="llm_judge", config={"model": "m"})
+    FeedbackFactory(inference=small["inference"], metric="judge", tags={
+        "judge_input_tokens": 7, "judge_output_tokens": 3, "judge_cost": 1.5e-3})
+    FeedbackFactory(inference=small["inference"], metric="judge", tags={  # as edited by hand in the admin
+        "judge_input_tokens": "many", "judge_output_tokens": -4, "judge_cost": "lots"})
+    response = client_logged_in.get(reverse("run_detail", args=[small["run"].id]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "<dt>Judge tokens in / out</dt><dd>7 / 3</dd>" in body and "<dt>Judge cost</dt><dd>$0.0015</dd>" in body

@@ -39,8 +39,10 @@ from tqdm import tqdm
 from comparisons.bulk import copy_rows
 from comparisons.ids import uuid7
 from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
+from comparisons.runner.openai_client import RateLimiter
 from comparisons.runner.scorers import RaisedInThread, Scorer, call_in_thread
 from comparisons.stats import Interval, metric_interval, percentile, sample_stddev
+from evalcompare.prices import price_for
 
 BATCH_SIZE = 200
 # Writing runs while tasks run, so it costs no time until the end: flush often, so that what is
@@ -118,6 +120,7 @@ class RunResult:
     elapsed_s: float
     comparison_url: str
     blocking: "Blocking | None" = None  # the worst stall of the event loop, if over BLOCKING_WARN_S
+    unpriced_models: list[str] = field(default_factory=list)  # called, but not in settings.MODEL_PRICES
 
     @property
     def errors(self) -> int:
@@ -154,12 +157,23 @@ class RunResult:
 
         return {"input_tokens": total("input_tokens"), "output_tokens": total("output_tokens"), "cost": total("cost")}
 
+    def judge_totals(self) -> dict:
+        """LLM judges' tokens and cost over the run (None where no judge reported any)."""
+        usages = [getattr(score, "usage", None) or {} for item in self.items for score in item.scores.values()]
+
+        def total(key):
+            values = [usage[key] for usage in usages if usage.get(key) is not None]
+            return sum(values) if values else None
+
+        return {key: total(key) for key in ("judge_input_tokens", "judge_output_tokens", "judge_cost")}
+
     def as_dict(self) -> dict:
         return {
             "summary": True, "run_id": str(self.run.id), "evaluation": self.run.evaluation.name,
             "variant": self.run.variant_name, "status": self.status, "datapoints": self.datapoints,
             "inferences": len(self.items), "errors": self.errors, "elapsed_s": round(self.elapsed_s, 3),
             "throughput_per_s": round(self.throughput, 2), "latency_ms": self.latency_percentiles(), **self.totals(),
+            **self.judge_totals(), "unpriced_models": self.unpriced_models,
             "metrics": {m.name: {"n": m.n, "mean": m.mean, "ci_low": m.ci and m.ci.low, "ci_high": m.ci and m.ci.high,
                                  "cutoff": m.cutoff, "passed": m.passed} for m in self.metrics},
             "failure": self.failure, "passed": self.passed, "comparison_url": self.comparison_url,
@@ -174,10 +188,17 @@ class RunResult:
         p = self.latency_percentiles()
         if p["p50"] is not None:
             lines.append(f"  latency p50 {p['p50']:.0f} ms · p95 {p['p95']:.0f} ms · p99 {p['p99']:.0f} ms")
-        totals = self.totals()
+        totals, judge = self.totals(), self.judge_totals()
         if totals["input_tokens"] is not None or totals["cost"] is not None:
-            lines.append(f"  tokens {totals['input_tokens'] or 0} in / {totals['output_tokens'] or 0} out"
-                         + (f" · cost ${totals['cost']:.4f}" if totals["cost"] is not None else ""))
+            lines.append(f"  task tokens {totals['input_tokens'] or 0} in / {totals['output_tokens'] or 0} out"
+                         + (f" · task cost ${totals['cost']:.4f}" if totals["cost"] is not None else ""))
+        if judge["judge_input_tokens"] is not None or judge["judge_cost"] is not None:
+            lines.append(f"  judge tokens {judge['judge_input_tokens'] or 0} in / "
+                         f"{judge['judge_output_tokens'] or 0} out"
+                         + (f" · judge cost ${judge['judge_cost']:.4f}" if judge["judge_cost"] is not None else ""))
+        if self.unpriced_models:
+            lines.append(f"  cost unknown for {', '.join(self.unpriced_models)}: no price in "
+                         "EVALCOMPARE_MODEL_PRICES (left empty, not counted as 0)")
         for metric in self.metrics:
             mean = "–" if metric.mean is None else f"{metric.mean:.4f}"
             ci = f" [{metric.ci.low:.4f}, {metric.ci.high:.4f}]" if metric.ci else ""
@@ -546,8 +567,9 @@ class _Recorder:
                 Decimal(str(item.cost)) if item.cost is not None else None, item.error,
                 {**self.base_tags, "tensorzero::datapoint_id": str(item.datapoint_id), **item.tags},
             ))
-            feedback.extend((uuid7(), item.inference_id, name, value, Feedback.Source.EVALUATOR, reason[:10_000], {})
-                            for name, (value, reason) in item.scores.items())
+            feedback.extend((uuid7(), item.inference_id, name, score[0], Feedback.Source.EVALUATOR, score[1][:10_000],
+                             getattr(score, "usage", None) or {})  # a judge's tokens and cost
+                            for name, score in item.scores.items())
         with transaction.atomic():
             copy_rows(Inference, INFERENCE_FIELDS, inferences)
             copy_rows(Feedback, FEEDBACK_FIELDS, feedback)
@@ -602,6 +624,17 @@ def _summaries(evaluators, items, cutoffs) -> list[MetricResult]:
     return metrics
 
 
+def _unpriced_models(task, items: list[ItemResult]) -> list[str]:
+    """Models the run called (task or judges) that have no price, so their cost is unknown."""
+    models = set(getattr(task, "unpriced_models", ()))  # OpenAIModelTask keeps its own
+    for item in items:
+        for score in item.scores.values():
+            model = (getattr(score, "usage", None) or {}).get("judge_model")
+            if model and price_for(settings.MODEL_PRICES, model) is None:
+                models.add(model)
+    return sorted(models)
+
+
 def comparison_url(run: EvaluationRun) -> str:
     """The comparison page of this run against the previous run of its evaluation (alone if first)."""
     previous = (EvaluationRun.objects.for_evaluation(run.evaluation).filter(id__lt=run.id).recent()
@@ -627,6 +660,7 @@ def evaluate(
     scorers: dict | None = None,
     on_item=None,
     allow_none: bool = False,
+    rpm: float | None = None,
 ) -> RunResult:
     """Run `task` over the evaluation's dataset as it is now, score each output, record the run.
 
@@ -634,8 +668,10 @@ def evaluate(
     awaitable; it returns the output or a TaskResult. `scorers` maps custom evaluator names to
     callables `(output, reference, input) -> bool | float | (value, reason)`, sync or async.
     `cutoffs` overrides evaluator cutoffs. `on_item(ItemResult)` is called in this thread as each
-    datapoint finishes. A None output fails its datapoint unless `allow_none`. Raises ValueError for
-    bad arguments (generators, classes and other non-tasks included) before anything is recorded.
+    datapoint finishes. A None output fails its datapoint unless `allow_none`. `rpm` limits the run's
+    OpenAI-compatible requests (LLM judges and an OpenAIModelTask, retries included) to that many a
+    minute, evenly spaced; plain-function tasks are not limited. Raises ValueError for bad arguments
+    (generators, classes and other non-tasks included) before anything is recorded.
     """
     started = time.perf_counter()  # elapsed_s covers the whole call: setup, tasks, scoring, recording
     if isinstance(evaluation, str):
@@ -652,8 +688,11 @@ def evaluate(
         raise ValueError("timeout must be positive")
     if not variant:
         raise ValueError("a variant name is required")
+    rate_limiter = RateLimiter(rpm) if rpm is not None else None  # ValueError unless positive
+    if hasattr(task, "rate_limiter"):  # an OpenAIModelTask: its requests share the run's limit
+        task.rate_limiter = rate_limiter
     evaluators = list(evaluation.evaluators.order_by("id"))
-    run_scorers = [Scorer(e, (scorers or {}).get(e.name)) for e in evaluators]
+    run_scorers = [Scorer(e, (scorers or {}).get(e.name), rate_limiter) for e in evaluators]
     unknown = set(scorers or {}) - {e.name for e in evaluators}
     if unknown:
         raise ValueError(f"scorers given for unknown evaluators: {', '.join(sorted(unknown))}")
@@ -730,5 +769,5 @@ def evaluate(
         raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
     elapsed = time.perf_counter() - started
     return RunResult(run, status, len(work), items, _summaries(evaluators, items, resolved_cutoffs), elapsed,
-                     comparison_url(run), engine.watch.worst)
+                     comparison_url(run), engine.watch.worst, _unpriced_models(task, items))
 

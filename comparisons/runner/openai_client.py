@@ -1,17 +1,25 @@
 """A minimal client for any OpenAI-compatible chat-completions endpoint, over httpx.
 
-Retries 429 and 5xx answers and transport errors with exponential backoff (honouring a short
-Retry-After), then gives up with a message that says what the endpoint answered.
+Retries 429 and 5xx answers and transport errors with exponential backoff and jitter, waits at
+least what a Retry-After header asks (seconds or an HTTP-date, capped at MAX_RETRY_AFTER_S), and
+takes each request's slot from an optional shared RateLimiter; then gives up with a message that
+says what the endpoint answered.
 """
 
 import asyncio
 import json
+import random
+import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
-MAX_RETRY_AFTER_S = 30.0
+MAX_RETRY_AFTER_S = 60.0
+MAX_BACKOFF_S = 60.0
 
 
 class ChatCompletionError(RuntimeError):
@@ -25,6 +33,64 @@ class ChatCompletion:
     output_tokens: int | None
 
 
+class RateLimiter:
+    """At most `rpm` requests a minute, evenly spaced, shared by every call that holds it.
+
+    A token bucket of capacity one: each request takes the next free slot, 60/rpm seconds after the
+    previous one, so a burst is spread out instead of tripping the provider's limit. Thread-safe, so
+    one limiter may serve calls from several event loops.
+    """
+
+    def __init__(self, rpm: float):
+        if not rpm > 0 or rpm == float("inf"):
+            raise ValueError("rpm must be a positive number")
+        self.interval_s = 60.0 / rpm
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    async def wait(self):
+        """Sleep until this request's slot."""
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval_s
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def backoff_delay(attempt: int, base_s: float, rng: random.Random | None = None) -> float:
+    """Seconds before retry `attempt` (0-based): "equal jitter" in [step/2, step], step = base·2^attempt.
+
+    The random half keeps many workers that failed together from retrying together; the fixed half
+    keeps the wait growing. The step is capped at MAX_BACKOFF_S.
+    """
+    step = min(MAX_BACKOFF_S, base_s * 2**attempt)
+    return step / 2 + (rng or random).uniform(0, step / 2)
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header as seconds in [0, MAX_RETRY_AFTER_S]: delta-seconds or an HTTP-date.
+
+    None when absent or unreadable (the caller falls back to its backoff).
+    """
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP-date is GMT by definition
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
 async def chat_completion(
     client: httpx.AsyncClient,
     *,
@@ -36,8 +102,12 @@ async def chat_completion(
     max_retries: int = 4,
     backoff_s: float = 0.5,
     response_format: dict | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> ChatCompletion:
-    """POST {base_url}/chat/completions and return the first choice's text and token usage."""
+    """POST {base_url}/chat/completions and return the first choice's text and token usage.
+
+    Every attempt, retries included, takes a slot from `rate_limiter` when one is given.
+    """
     body = {"model": model, "messages": messages}
     if temperature is not None:
         body["temperature"] = temperature
@@ -47,6 +117,9 @@ async def chat_completion(
     url = base_url.rstrip("/") + "/chat/completions"
     last_problem = ""
     for attempt in range(max_retries + 1):
+        if rate_limiter is not None:
+            await rate_limiter.wait()
+        asked = None
         try:
             response = await client.post(url, json=body, headers=headers)
         except httpx.TransportError as error:
@@ -55,15 +128,10 @@ async def chat_completion(
             if response.status_code not in RETRY_STATUSES:
                 return _parse(response)
             last_problem = f"HTTP {response.status_code}: {response.text[:200]}"
-            retry_after = response.headers.get("retry-after")
-            if retry_after and attempt < max_retries:
-                try:
-                    await asyncio.sleep(min(float(retry_after), MAX_RETRY_AFTER_S))
-                    continue
-                except ValueError:
-                    pass
+            asked = retry_after_s(response.headers.get("retry-after"))
         if attempt < max_retries:
-            await asyncio.sleep(backoff_s * 2**attempt)
+            delay = backoff_delay(attempt, backoff_s)
+            await asyncio.sleep(delay if asked is None else max(asked, delay))
     raise ChatCompletionError(f"{url} kept failing after {max_retries + 1} attempts; last answer: {last_problem}")
 
 

@@ -182,6 +182,20 @@ def judge_prompt_problem(prompt) -> str | None:
     return None
 
 
+class Score(tuple):
+    """A scorer's (value, reason); `usage` holds what scoring cost, recorded as the feedback's tags.
+
+    An LLM judge's usage is {"judge_model", "judge_input_tokens", "judge_output_tokens",
+    "judge_cost"} (tokens as the endpoint reported them, cost in USD from settings.MODEL_PRICES,
+    null when the model has no price); other scorers' usage is empty.
+    """
+
+    def __new__(cls, value: float, reason: str, usage: dict | None = None):
+        score = super().__new__(cls, (value, reason))
+        score.usage = usage or {}
+        return score
+
+
 class ScorerError(Exception):
     """A scorer could not produce a value (bad configuration or a bad return value)."""
 
@@ -238,8 +252,9 @@ class Scorer:
     `context` carries the run's shared httpx client and a thread pool for sync custom scorers.
     """
 
-    def __init__(self, evaluator, function=None):
+    def __init__(self, evaluator, function=None, rate_limiter=None):
         self.evaluator = evaluator
+        self.rate_limiter = rate_limiter  # shared by the run's OpenAI-compatible calls (evaluate's rpm)
         self.name = evaluator.name
         self.boolean = evaluator.value_type == "boolean"
         self.config = evaluator.config or {}
@@ -263,14 +278,15 @@ class Scorer:
         else:
             raise ScorerError(f"evaluator '{self.name}' has unknown kind '{kind}'")
 
-    async def score(self, output, reference, input, context) -> tuple[float, str]:
+    async def score(self, output, reference, input, context) -> Score:
+        usage = None
         if self.mode == "builtin" and self.offload:
             raw = await asyncio.get_running_loop().run_in_executor(
-                context.executor, self.function, output, reference, self.config)
+                context.executor, call_in_thread, self.function, output, reference, self.config)
         elif self.mode == "builtin":
             raw = self.function(output, reference, self.config)
         elif self.mode == "judge":
-            raw = await self._judge(output, reference, input, context)
+            raw, usage = await self._judge(output, reference, input, context)
         elif inspect.iscoroutinefunction(self.function):
             raw = await self.function(output, reference, input)
         else:
@@ -278,7 +294,7 @@ class Scorer:
                 context.executor, call_in_thread, self.function, output, reference, input)
             if inspect.isawaitable(raw):
                 raw = await raw
-        return self._normalise(raw)
+        return Score(*self._normalise(raw), usage)
 
     def _normalise(self, raw) -> tuple[float, str]:
         reason = ""
@@ -308,6 +324,7 @@ class Scorer:
         from django.conf import settings
 
         from comparisons.runner.openai_client import chat_completion, parse_judgement
+        from evalcompare.prices import cost_usd
 
         prompt = _render(self.config.get("prompt") or DEFAULT_JUDGE_PROMPT,
                          input=output_text(input), output=output_text(output), reference=output_text(reference))
@@ -321,5 +338,10 @@ class Scorer:
             temperature=self.config.get("temperature", 0),
             max_retries=int(self.config.get("max_retries", 4)),
             backoff_s=float(self.config.get("backoff_s", 0.5)),
+            rate_limiter=self.rate_limiter,
         )
-        return parse_judgement(completion.content, self.boolean)
+        usage = {"judge_model": self.config["model"], "judge_input_tokens": completion.input_tokens,
+                 "judge_output_tokens": completion.output_tokens,
+                 "judge_cost": cost_usd(settings.MODEL_PRICES, self.config["model"], completion.input_tokens,
+                                        completion.output_tokens)}
+        return parse_judgement(completion.content, self.boolean), usage

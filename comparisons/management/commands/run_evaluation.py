@@ -45,6 +45,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=8, help="tasks in flight at most (default 8)")
         parser.add_argument("--max-datapoints", type=int, help="only the newest N datapoints")
         parser.add_argument("--timeout", type=float, help="seconds a task or scorer may take per datapoint")
+        parser.add_argument("--rpm", type=float, metavar="N",
+                            help="at most N OpenAI-compatible requests a minute across the model and the judges "
+                                 "(retries included), evenly spaced")
         parser.add_argument("--cutoff", action="append", default=[], metavar="METRIC=VALUE",
                             help="fail (exit 1) when METRIC's mean misses VALUE; overrides the evaluator's cutoff")
         parser.add_argument("--allow-none", action="store_true",
@@ -75,6 +78,9 @@ class Command(BaseCommand):
             tags[key] = value
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1.", returncode=2)
+        rpm = options["rpm"]
+        if rpm is not None and not 0 < rpm < float("inf"):
+            raise CommandError(f"--rpm must be a positive number of requests a minute, not {rpm:g}.", returncode=2)
 
         if options["task"]:
             try:
@@ -100,7 +106,7 @@ class Command(BaseCommand):
                 evaluation, options["variant"], task, concurrency=options["concurrency"],
                 pinned=not options["unpinned"], max_datapoints=options["max_datapoints"], config=config, tags=tags,
                 timeout=options["timeout"], progress=not options["no_progress"], cutoffs=cutoffs,
-                on_item=print_item if jsonl else None, allow_none=options["allow_none"],
+                on_item=print_item if jsonl else None, allow_none=options["allow_none"], rpm=rpm,
             )
         except (ValueError, ScorerError, ImportError) as error:
             raise CommandError(str(error), returncode=2) from error
