@@ -40,7 +40,7 @@ from comparisons.bulk import copy_rows
 from comparisons.ids import uuid7
 from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
 from comparisons.runner.openai_client import RateLimiter
-from comparisons.runner.scorers import RaisedInThread, Scorer, call_in_thread
+from comparisons.runner.scorers import RaisedInThread, Score, Scorer, call_in_thread
 from comparisons.stats import Interval, metric_interval, percentile, sample_stddev
 from evalcompare.prices import price_for
 
@@ -427,8 +427,9 @@ class _Engine:
             for scorer in self.scorers:
                 self.activity[worker] = f"scorer '{scorer.name}'"
                 try:
-                    value, reason = await self._within_timeout(scorer.score(item.output, reference, input, context))
-                    item.scores[scorer.name] = (value, storable_text(reason)[0])
+                    score = await self._within_timeout(scorer.score(item.output, reference, input, context))
+                    value, reason = score
+                    item.scores[scorer.name] = Score(value, storable_text(reason)[0], score.usage)
                 except asyncio.CancelledError:
                     raise
                 except _DeadlineExpired:
