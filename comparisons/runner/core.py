@@ -20,10 +20,13 @@ import asyncio
 import inspect
 import json
 import math
+import numbers
+import random
 import re
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,11 +36,12 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from tqdm import tqdm
 
 from comparisons.bulk import copy_rows
-from comparisons.ids import uuid7
+from comparisons.ids import parse_uuid, uuid7
 from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
 from comparisons.runner.openai_client import RateLimiter
 from comparisons.runner.scorers import RaisedInThread, Score, Scorer, call_in_thread
@@ -121,6 +125,9 @@ class RunResult:
     comparison_url: str
     blocking: "Blocking | None" = None  # the worst stall of the event loop, if over BLOCKING_WARN_S
     unpriced_models: list[str] = field(default_factory=list)  # called, but not in settings.MODEL_PRICES
+    resumed: int | None = None  # on a resume: the datapoints the run had recorded before (None otherwise)
+    stopped: dict | None = None  # why the run stopped before its last datapoint (also in run.config["stopped"])
+    nothing_to_resume: bool = False  # a resumed run was completed with its window covered: nothing was done
 
     @property
     def errors(self) -> int:
@@ -178,13 +185,24 @@ class RunResult:
                                  "cutoff": m.cutoff, "passed": m.passed} for m in self.metrics},
             "failure": self.failure, "passed": self.passed, "comparison_url": self.comparison_url,
             "loop_blocked": self.blocking and {"seconds": round(self.blocking.seconds, 3), "by": self.blocking.where},
+            "resumed": self.resumed, "nothing_to_resume": self.nothing_to_resume, "stopped": self.stopped,
         }
 
     def format(self) -> str:
         """A human-readable summary."""
+        if self.nothing_to_resume:
+            return f"run {self.run.id} is already complete: nothing to resume"
         lines = [f"Run {self.run.id} of {self.run.evaluation.name} · variant {self.run.variant_name} · {self.status}",
                  f"  {len(self.items)} of {self.datapoints} datapoints in {self.elapsed_s:.2f} s "
                  f"({self.throughput:.1f}/s), {self.errors} error(s)"]
+        if self.resumed is not None:
+            lines.append(f"  resumed: {self.resumed} datapoint(s) were recorded before; the metrics cover the "
+                         "whole run")
+        if self.stopped:
+            widths = ", ".join(f"{name} ±{m['half_width']:.4f} ≤ {m['target']:g}"
+                               for name, m in self.stopped["metrics"].items())
+            lines.append(f"  stopped early, {self.stopped['reason']} ({widths}): "
+                         f"{self.stopped['datapoints_saved']} datapoint(s) saved")
         p = self.latency_percentiles()
         if p["p50"] is not None:
             lines.append(f"  latency p50 {p['p50']:.0f} ms · p95 {p['p95']:.0f} ms · p99 {p['p99']:.0f} ms")
@@ -311,6 +329,9 @@ class _Engine:
         self.done = threading.Event()
         self.activity: dict[str, str] = {}  # worker task name -> "the task" / "scorer 'x'" it is running
         self.watch = _LoopWatch(self)
+        self.stop_when = None  # called on the loop with each finished item; True: start no more items
+        self.stopping = False
+        self.started = 0  # items handed to workers
 
     def run(self, items):
         try:
@@ -332,7 +353,7 @@ class _Engine:
         self.loop = asyncio.get_running_loop()
         self.main = asyncio.current_task()
         self.ready.set()
-        iterator = iter(items)
+        iterator = self._until_stopped(items)
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evaluate") as executor:
             context = _Context(executor)
             workers = [asyncio.create_task(self._worker(iterator, context), name=f"evaluate-worker-{n}")
@@ -356,11 +377,24 @@ class _Engine:
                     await closer()
             executor.shutdown(wait=False, cancel_futures=True)
 
+    def _until_stopped(self, items):
+        """The items, until stop_when says stop: in-flight items finish, no new one starts."""
+        for item in items:
+            if self.stopping:
+                return
+            self.started += 1
+            yield item
+
     async def _worker(self, iterator, context):
         for datapoint_id, input, reference in iterator:
+            item = await self._one(datapoint_id, input, reference, context)
             # deque.append is atomic and wakes nobody: the calling thread drains it POLL_S apart,
             # so finished items cost the loop no GIL hand-off.
-            self.results.append(await self._one(datapoint_id, input, reference, context))
+            self.results.append(item)
+            # Decided here, on the loop, before this worker pulls its next item: no item starts
+            # after the target was reached.
+            if self.stop_when is not None and not self.stopping and self.stop_when(item):
+                self.stopping = True
 
     async def _call_task(self, input, context):
         if self.task_is_async:
@@ -596,6 +630,136 @@ def _resolve_cutoffs(evaluators: list[Evaluator], cutoffs: dict | None) -> dict[
     return resolved
 
 
+MIN_SCORED_FOR_PRECISION = 20  # no stop on fewer scores per metric: small-n intervals are unreliable
+
+
+def _resolve_precision(evaluators: list[Evaluator], precision: dict | None) -> dict[str, float]:
+    """The precision targets (metric -> 95% CI half-width) after validation; raises ValueError."""
+    if precision is None:
+        return {}
+    if not isinstance(precision, dict) or not precision:
+        raise ValueError(f"precision must map metric names to CI half-widths, e.g. {{'exact': 0.03}}, "
+                         f"not {precision!r}"[:300])
+    by_name = {e.name: e for e in evaluators}
+    targets = {}
+    for name, value in precision.items():
+        if name not in by_name:
+            known = ", ".join(by_name) or "none"
+            raise ValueError(f"precision for unknown metric {str(name)[:100]!r}; this evaluation has: {known}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"precision for '{name}' must be a number (a 95% CI half-width), not {value!r}"[:300])
+        target = float(value)
+        if not math.isfinite(target) or target <= 0:
+            raise ValueError(f"precision for '{name}' must be a positive finite half-width, not {value!r}")
+        low, high = by_name[name].min_value, by_name[name].max_value
+        if low is not None and high is not None and target >= (high - low) / 2:
+            raise ValueError(f"precision for '{name}' must be below {(high - low) / 2:g}: its values lie in "
+                             f"[{low:g}, {high:g}], so a half-width of {target:g} would be reached at once")
+        targets[name] = target
+    return targets
+
+
+class _PrecisionStop:
+    """Decides, item by item on the engine's loop, when every targeted metric's 95% CI is narrow
+    enough: the intervals of the comparison page (stats.metric_interval), on running sums."""
+
+    def __init__(self, evaluators: list[Evaluator], targets: dict[str, float]):
+        self.targets = targets
+        self.boolean = {e.name: e.is_boolean for e in evaluators if e.name in targets}
+        self.moments = {name: [0, 0.0, 0.0] for name in targets}  # n, mean, sum of squared deviations
+        self.scored = 0  # datapoints with every targeted metric scored
+
+    def half_width(self, name: str) -> float | None:
+        n, mean, m2 = self.moments[name]
+        stddev = math.sqrt(m2 / (n - 1)) if n > 1 else None
+        interval = metric_interval(self.boolean[name], mean if n else None, stddev, n)
+        return None if interval is None else (interval.high - interval.low) / 2
+
+    def __call__(self, item: ItemResult) -> bool:
+        if all(name in item.scores for name in self.targets):
+            self.scored += 1
+        for name in self.targets:
+            if name in item.scores:  # Welford: one pass, stable
+                moments = self.moments[name]
+                value = item.scores[name][0]
+                moments[0] += 1
+                delta = value - moments[1]
+                moments[1] += delta / moments[0]
+                moments[2] += delta * (value - moments[1])
+        for name, target in self.targets.items():
+            if self.moments[name][0] < MIN_SCORED_FOR_PRECISION:
+                return False
+            width = self.half_width(name)
+            if width is None or width > target:
+                return False
+        return True
+
+
+def find_run(resume) -> EvaluationRun:
+    """The run `resume` names (a run, its UUID or its id as text); raises ValueError."""
+    if isinstance(resume, EvaluationRun):
+        run_id = resume.id
+    else:
+        run_id = parse_uuid(resume) if isinstance(resume, str | uuid.UUID) else None
+        if run_id is None:
+            raise ValueError(f"{str(resume)[:100]!r} is not a run id (a UUID like 0190f4c2-…)")
+    run = EvaluationRun.objects.select_related("evaluation").filter(id=run_id).first()
+    if run is None:
+        raise ValueError(f"there is no run {run_id}")
+    return run
+
+
+def _check_resume(run, evaluation, variant, pinned, config, tags, datapoint_ids, precision, seed) -> bool:
+    """Refuse what contradicts resuming `run`; the run's pinned flag (from its inferences) or `pinned`."""
+    if run.evaluation_id != evaluation.id:
+        raise ValueError(f"run {run.id} is a run of '{run.evaluation.name}', not of '{evaluation.name}'")
+    if variant and variant != run.variant_name:
+        raise ValueError(f"run {run.id} is of variant '{run.variant_name}', not '{variant}': a resume keeps "
+                         "the run's own variant")
+    recorded = run.inferences.values_list("variant_pinned", flat=True).first()
+    if pinned is not None and recorded is not None and pinned != recorded:
+        raise ValueError(f"run {run.id} recorded its variant as {'pinned' if recorded else 'sampled'}; "
+                         "a resume keeps it so")
+    for what, given, own in (("config", config, run.config), ("tags", tags, run.tags)):
+        if given is not None and given != own:
+            raise ValueError(f"a resume keeps the run's own {what} ({json.dumps(own)[:200]}); "
+                             f"{json.dumps(given, default=str)[:200]} differs")
+    if datapoint_ids is not None:
+        raise ValueError("datapoint_ids cannot be combined with resume: a resume runs the datapoints of the "
+                         "run's window it has no inference for")
+    if precision is not None or seed is not None:
+        raise ValueError("precision and seed cannot be combined with resume")
+    if recorded is not None:
+        return recorded
+    return True if pinned is None else pinned
+
+
+def _recorded_items(run) -> list[ItemResult]:
+    """What a run has recorded so far, as ItemResults with each metric's winning feedback."""
+    items = {inference.id: ItemResult(inference.datapoint_id, inference.id, inference.output, inference.error,
+                                      inference.latency_ms, inference.input_tokens, inference.output_tokens,
+                                      float(inference.cost) if inference.cost is not None else None, inference.tags)
+             for inference in Inference.objects.filter(run=run).order_by("id")}
+    for inference_id, metric, value, reason in (Feedback.objects.filter(inference__run=run).winning()
+                                                .values_list("inference_id", "metric", "value", "reason")):
+        items[inference_id].scores[metric] = (value, reason)
+    return list(items.values())
+
+
+def _record_stop(run, engine, evaluators, targets, items, selected) -> dict:
+    """Record in run.config["stopped"] why the run stopped early and what it saved; returns it."""
+    metrics = {m.name: {"half_width": (m.ci.high - m.ci.low) / 2, "n": m.n, "target": targets[m.name]}
+               for m in _summaries(evaluators, items, {e.name: None for e in evaluators})
+               if m.name in targets and m.ci is not None}
+    stopped = {"reason": "precision reached", "metrics": metrics,
+               "datapoints_run": len(items),
+               "datapoints_scored": sum(1 for item in items if all(name in item.scores for name in targets)),
+               "datapoints_saved": selected - engine.started}
+    run.config = {**run.config, "stopped": stopped}
+    run.save(update_fields=["config"])
+    return stopped
+
+
 def _task_problem(task) -> str | None:
     """Why `task` cannot be a task (None when it can): the run would fail every datapoint otherwise."""
     shown = f"{type(task).__name__} {task!r}"[:200]
@@ -646,11 +810,11 @@ def comparison_url(run: EvaluationRun) -> str:
 
 def evaluate(
     evaluation: Evaluation | str,
-    variant: str,
+    variant: str | None,
     task,
     *,
     concurrency: int = 8,
-    pinned: bool = True,
+    pinned: bool | None = None,
     datapoint_ids=None,
     max_datapoints: int | None = None,
     config: dict | None = None,
@@ -662,6 +826,9 @@ def evaluate(
     on_item=None,
     allow_none: bool = False,
     rpm: float | None = None,
+    resume=None,
+    precision: dict | None = None,
+    seed: int | None = None,
 ) -> RunResult:
     """Run `task` over the evaluation's dataset as it is now, score each output, record the run.
 
@@ -673,6 +840,13 @@ def evaluate(
     OpenAI-compatible requests (LLM judges and an OpenAIModelTask, retries included) to that many a
     minute, evenly spaced; plain-function tasks are not limited. Raises ValueError for bad arguments
     (generators, classes and other non-tasks included) before anything is recorded.
+
+    `pinned` defaults to True. `resume` (a run or its id) continues that run instead of starting one:
+    the datapoints of the run's own window it has no inference for, with its variant, pinned flag and
+    config (given ones must agree); a completed run with nothing missing is left as it is.
+    `precision` ({metric: 95% CI half-width}) takes the datapoints in a random order seeded by `seed`
+    (drawn when None; both recorded in the run's config) and starts no more once every named metric's
+    interval is that narrow over at least 20 scores; the stop is recorded in `run.config["stopped"]`.
     """
     started = time.perf_counter()  # elapsed_s covers the whole call: setup, tasks, scoring, recording
     if isinstance(evaluation, str):
@@ -687,7 +861,7 @@ def evaluate(
         raise ValueError("concurrency must be at least 1")
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be positive")
-    if not variant:
+    if not variant and resume is None:
         raise ValueError("a variant name is required")
     rate_limiter = RateLimiter(rpm) if rpm is not None else None  # ValueError unless positive
     if hasattr(task, "rate_limiter"):  # an OpenAIModelTask: its requests share the run's limit
@@ -698,10 +872,27 @@ def evaluate(
     if unknown:
         raise ValueError(f"scorers given for unknown evaluators: {', '.join(sorted(unknown))}")
     resolved_cutoffs = _resolve_cutoffs(evaluators, cutoffs)
+    targets = _resolve_precision(evaluators, precision)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, not {seed!r}"[:200])
+    if seed is not None and not targets and resume is None:
+        raise ValueError("a seed only applies with precision (the order is newest first otherwise)")
 
-    run = EvaluationRun(id=uuid7(), evaluation=evaluation, variant_name=variant, config=config or {},
-                        tags=tags or {}, status=EvaluationRun.Status.RUNNING)
-    datapoints = evaluation.datapoints().in_window(run.started_at).newest_first()
+    previous = None
+    if resume is not None:
+        run = find_run(resume)
+        pinned = _check_resume(run, evaluation, variant, pinned, config, tags, datapoint_ids, precision, seed)
+        variant = run.variant_name
+        missing = ~Exists(Inference.objects.filter(run=run.id, datapoint=OuterRef("id")))
+        datapoints = run.window_datapoints().filter(missing).newest_first()
+    else:
+        pinned = True if pinned is None else pinned
+        if targets:
+            seed = random.SystemRandom().randrange(2**63) if seed is None else seed
+            config = {**(config or {}), "precision": targets, "seed": seed}
+        run = EvaluationRun(id=uuid7(), evaluation=evaluation, variant_name=variant, config=config or {},
+                            tags=tags or {}, status=EvaluationRun.Status.RUNNING)
+        datapoints = evaluation.datapoints().in_window(run.started_at).newest_first()
     if datapoint_ids is not None:
         wanted = [str(i) for i in datapoint_ids]
         datapoints = datapoints.filter(id__in=wanted)
@@ -709,16 +900,40 @@ def evaluate(
         absent = [i for i in wanted if i not in found_ids]
         if absent:
             raise ValueError(f"not current datapoints of '{evaluation.name}': {', '.join(absent)}")
-    if max_datapoints is not None:
-        if max_datapoints < 1:
-            raise ValueError("max_datapoints must be at least 1")
-        datapoints = datapoints[:max_datapoints]
-    work = [(d.id, d.input, d.reference_output) for d in datapoints.only("id", "input", "reference_output")]
-    run.save(force_insert=True)
+    if max_datapoints is not None and max_datapoints < 1:
+        raise ValueError("max_datapoints must be at least 1")
+
+    def select_work():
+        if targets:  # a seeded random sample, newest first before shuffling so the seed reproduces it
+            work = [(d.id, d.input, d.reference_output) for d in datapoints.only("id", "input", "reference_output")]
+            random.Random(seed).shuffle(work)
+            return work[:max_datapoints]
+        chosen = datapoints[:max_datapoints] if max_datapoints is not None else datapoints
+        return [(d.id, d.input, d.reference_output) for d in chosen.only("id", "input", "reference_output")]
+
+    if resume is None:
+        work = select_work()
+        run.save(force_insert=True)
+    else:
+        with transaction.atomic():  # the row lock keeps two resumes of one run from running the same datapoints
+            run = EvaluationRun.objects.select_for_update().select_related("evaluation").get(id=run.id)
+            if run.status == EvaluationRun.Status.RUNNING:
+                raise ValueError(f"run {run.id} is still running; only a cancelled, failed or completed run can "
+                                 "be resumed")
+            work = select_work()
+            previous = _recorded_items(run)
+            if not work and run.status == EvaluationRun.Status.COMPLETED:
+                return RunResult(run, run.status, 0, [], _summaries(evaluators, previous, resolved_cutoffs),
+                                 time.perf_counter() - started, comparison_url(run), resumed=len(previous),
+                                 nothing_to_resume=True)
+            run.status = EvaluationRun.Status.RUNNING
+            run.save(update_fields=["status"])
 
     inputs = {datapoint_id: input for datapoint_id, input, _ in work}
     results: deque[ItemResult] = deque()
     engine = _Engine(task, run_scorers, concurrency, timeout, pinned, results, allow_none)
+    if targets:
+        engine.stop_when = _PrecisionStop(evaluators, targets)
     recorder = _Recorder(run, variant, pinned, inputs, evaluation)
     items: list[ItemResult] = []
     bar = tqdm(total=len(work), file=sys.stderr, disable=not progress, unit="dp", dynamic_ncols=True,
@@ -768,7 +983,12 @@ def evaluate(
         run.save(update_fields=["status", "finished_at"])
     if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):
         raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
+    stopped = None
+    if engine.stopping and status == EvaluationRun.Status.COMPLETED:
+        stopped = _record_stop(run, engine, evaluators, targets, items, len(work))
     elapsed = time.perf_counter() - started
-    return RunResult(run, status, len(work), items, _summaries(evaluators, items, resolved_cutoffs), elapsed,
-                     comparison_url(run), engine.watch.worst, _unpriced_models(task, items))
+    summarised = items if previous is None else previous + items
+    return RunResult(run, status, len(work), items, _summaries(evaluators, summarised, resolved_cutoffs), elapsed,
+                     comparison_url(run), engine.watch.worst, _unpriced_models(task, items),
+                     resumed=None if previous is None else len(previous), stopped=stopped)
 

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from comparisons.models import Evaluation, EvaluationRun
 from comparisons.runner import evaluate
+from comparisons.runner.core import find_run
 from comparisons.runner.model_task import OpenAIModelTask
 from comparisons.runner.scorers import ScorerError, import_callable
 
@@ -14,18 +15,18 @@ from comparisons.runner.scorers import ScorerError, import_callable
 NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
-def parse_cutoff(text: str) -> tuple[str, float]:
+def parse_cutoff(text: str, option: str = "--cutoff", example: str = "0.8") -> tuple[str, float]:
     """`METRIC=VALUE` as (metric, value): VALUE a finite decimal number (`.5`, `0.5`, `5e-1`).
     Raises ValueError with the reason."""
     metric, sep, value = text.partition("=")
     shown = repr(value if len(value) <= 40 else value[:40] + "…")
     if not sep or not metric or any(c.isspace() for c in metric):
-        raise ValueError("use METRIC=VALUE, e.g. --cutoff accuracy=0.8")
+        raise ValueError(f"use METRIC=VALUE, e.g. {option} accuracy={example}")
     if not NUMBER.fullmatch(value):
-        raise ValueError(f"{shown} is not a number; use METRIC=VALUE, e.g. --cutoff {metric[:40]}=0.8")
+        raise ValueError(f"{shown} is not a number; use METRIC=VALUE, e.g. {option} {metric[:40]}={example}")
     number = float(value)
     if not math.isfinite(number):
-        raise ValueError(f"{shown} is too large; a cutoff is a finite number")
+        raise ValueError(f"{shown} is too large; a {option[2:]} is a finite number")
     return metric, number
 
 
@@ -36,8 +37,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("evaluation", help="the evaluation's name")
-        parser.add_argument("--variant", required=True, help="the variant name recorded for this run")
-        source = parser.add_mutually_exclusive_group(required=True)
+        parser.add_argument("--variant", help="the variant name recorded for this run (required unless --resume)")
+        source = parser.add_mutually_exclusive_group()
         source.add_argument("--task", help="module:function called with each datapoint's input (sync or async)")
         source.add_argument("--openai-model", help="call this model with the evaluation's prompt template")
         parser.add_argument("--openai-base-url",
@@ -54,6 +55,13 @@ class Command(BaseCommand):
                             help="a None output is a valid output (by default it fails its datapoint)")
         parser.add_argument("--unpinned", action="store_true", help="record the variant as sampled, not pinned")
         parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag on the run")
+        parser.add_argument("--resume", metavar="RUN_ID",
+                            help="continue this run: the datapoints of its window it has no inference for, with its "
+                                 "variant, pinned flag and config (its --task or model unless given)")
+        parser.add_argument("--precision", action="append", default=[], metavar="METRIC=HALF_WIDTH",
+                            help="repeatable; random order, stop once METRIC's 95%% CI half-width is at most "
+                                 "HALF_WIDTH (after 20 scored datapoints)")
+        parser.add_argument("--seed", help="the seed of --precision's random order (default: drawn and recorded)")
         parser.add_argument("--format", choices=["pretty", "jsonl"], default="pretty")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
@@ -82,19 +90,45 @@ class Command(BaseCommand):
         if rpm is not None and not 0 < rpm < float("inf"):
             raise CommandError(f"--rpm must be a positive number of requests a minute, not {rpm:g}.", returncode=2)
 
-        if options["task"]:
+        precision = {}
+        for text in options["precision"]:
+            try:
+                metric, value = parse_cutoff(text, "--precision", "0.03")
+            except ValueError as error:
+                raise CommandError(f"Bad --precision {text[:200]!r}: {error}.", returncode=2) from None
+            precision[metric] = value
+        seed = None
+        if options["seed"] is not None:
+            if not re.fullmatch(r"\d{1,19}", options["seed"], re.ASCII):
+                raise CommandError(f"Bad --seed {options['seed'][:40]!r}: use a whole number from 0 to 2**63 - 1.",
+                                   returncode=2)
+            seed = int(options["seed"])
+
+        resumed = None
+        if options["resume"] is not None:
+            resumed = self.resumed_run(options, evaluation)
+        elif not options["variant"]:
+            raise CommandError("--variant is required (unless --resume).", returncode=2)
+        elif not options["task"] and not options["openai_model"]:
+            raise CommandError("one of --task or --openai-model is required (unless --resume).", returncode=2)
+
+        if resumed is not None and not options["task"]:
+            task = self.task_of(resumed, evaluation)
+        elif options["task"]:
             try:
                 task = import_callable(options["task"])
             except Exception as error:  # any import-time failure of user code is bad input
                 raise CommandError(f"Cannot import task '{options['task']}': {error}", returncode=2) from error
             config = {"task": options["task"]}
-        else:
+        elif options["openai_model"]:
             task = OpenAIModelTask(
                 model=options["openai_model"], base_url=options["openai_base_url"] or settings.OPENAI_BASE_URL,
                 api_key=settings.OPENAI_API_KEY, prompt_template=evaluation.prompt_template,
                 function_kind=evaluation.function.kind,
             )
             config = {"model": options["openai_model"], "base_url": task.base_url, "prompt": evaluation.prompt_template}
+        if resumed is not None:
+            config = None  # the run keeps its own
 
         jsonl = options["format"] == "jsonl"
 
@@ -104,9 +138,11 @@ class Command(BaseCommand):
         try:
             result = evaluate(
                 evaluation, options["variant"], task, concurrency=options["concurrency"],
-                pinned=not options["unpinned"], max_datapoints=options["max_datapoints"], config=config, tags=tags,
+                pinned=(False if options["unpinned"] else None if resumed else True),
+                max_datapoints=options["max_datapoints"], config=config, tags=tags or None,
                 timeout=options["timeout"], progress=not options["no_progress"], cutoffs=cutoffs,
                 on_item=print_item if jsonl else None, allow_none=options["allow_none"], rpm=rpm,
+                resume=resumed, precision=precision or None, seed=seed,
             )
         except (ValueError, ScorerError, ImportError) as error:
             raise CommandError(str(error), returncode=2) from error
@@ -115,6 +151,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False, default=str))
         else:
             self.stdout.write(result.format())
+        if result.nothing_to_resume:
+            return
         if result.status == EvaluationRun.Status.CANCELLED:
             raise CommandError(f"Interrupted: run {result.run.id} is recorded as cancelled with "
                                f"{len(result.items)} finished datapoint(s).", returncode=130)
@@ -126,3 +164,47 @@ class Command(BaseCommand):
                 f"{m.name} mean {'–' if m.mean is None else f'{m.mean:.4f}'} "
                 f"{'<' if m.optimize == 'max' else '>'} cutoff {m.cutoff:g}" for m in failed)
             raise CommandError(f"Cutoff failed: {reasons}.", returncode=1)
+
+    def resumed_run(self, options, evaluation) -> EvaluationRun:
+        """The run --resume names, after refusing the options that contradict resuming it."""
+        try:
+            run = find_run(options["resume"])
+        except ValueError as error:
+            raise CommandError(f"Bad --resume: {error}.", returncode=2) from None
+        if run.evaluation_id != evaluation.id:
+            raise CommandError(f"Bad --resume: run {run.id} is a run of '{run.evaluation.name}', not of "
+                               f"'{evaluation.name}'.", returncode=2)
+        own = run.config
+        contradictions = [
+            ("--variant", options["variant"], run.variant_name),
+            ("--task", options["task"], own.get("task")),
+            ("--openai-model", options["openai_model"], own.get("model")),
+            ("--openai-base-url", options["openai_base_url"], own.get("base_url")),
+        ]
+        for option, given, recorded in contradictions:
+            if given is not None and given != recorded:
+                shown = "none" if recorded is None else repr(recorded)
+                raise CommandError(f"--resume keeps the run's own settings: {option} {given!r} contradicts the "
+                                   f"run's {shown}.", returncode=2)
+        for option in ("tag", "precision", "seed"):
+            if options[option]:
+                raise CommandError(f"--{option} cannot be combined with --resume: the run keeps its own "
+                                   f"{'tags' if option == 'tag' else 'order'}.", returncode=2)
+        return run
+
+    def task_of(self, run: EvaluationRun, evaluation):
+        """The task a run was recorded with (its config's `task` or `model`), to resume it."""
+        if run.config.get("task"):
+            try:
+                return import_callable(run.config["task"])
+            except Exception as error:
+                raise CommandError(f"Cannot import the run's task '{run.config['task']}': {error}",
+                                   returncode=2) from error
+        if run.config.get("model"):
+            return OpenAIModelTask(
+                model=run.config["model"], base_url=run.config.get("base_url") or settings.OPENAI_BASE_URL,
+                api_key=settings.OPENAI_API_KEY, prompt_template=run.config.get("prompt", evaluation.prompt_template),
+                function_kind=evaluation.function.kind,
+            )
+        raise CommandError(f"run {run.id} records no task or model in its config: pass --task or --openai-model.",
+                           returncode=2)
