@@ -11,7 +11,7 @@ import pytest
 
 from comparisons.models import EvaluationRun, Evaluator, Feedback, Inference
 from comparisons.queries import comparison_stats, resolve_comparison
-from comparisons.runner import TaskResult, evaluate, openai_client
+from comparisons.runner import TaskResult, core, evaluate, openai_client
 from comparisons.runner.core import FAILURE_TAG
 from tests import sample_tasks
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
@@ -205,6 +205,23 @@ def test_an_exception_in_on_item_fails_the_run_with_the_reason_keeping_what_fini
     assert run.tags[FAILURE_TAG] == "BrokenPipeError in evaluate(): [Errno 32] Broken pipe"
     recorded_ids = set(Inference.objects.filter(run=run).values_list("id", flat=True))
     assert {item.inference_id for item in seen} <= recorded_ids
+
+
+def test_the_heartbeat_is_refreshed_while_the_run_runs(evaluation, monkeypatch):
+    monkeypatch.setattr(core, "HEARTBEAT_S", 0.0)  # every poll, instead of every 10 s
+    beats = []
+
+    def task(input):
+        time.sleep(0.06)  # longer than a poll, so that polls (and beats) happen between items
+        return "x"
+
+    def on_item(item):
+        beats.append(EvaluationRun.objects.values_list("heartbeat_at", flat=True).get())
+
+    result = evaluate(evaluation, "v", task, concurrency=1, progress=False, on_item=on_item)
+    assert beats[0] is not None and len(set(beats)) > 1 and beats == sorted(beats)
+    result.run.refresh_from_db()
+    assert result.run.heartbeat_at >= beats[-1] and not result.run.interrupted
 
 
 def test_variant_pinned_is_recorded_both_ways(evaluation):
