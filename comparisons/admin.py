@@ -268,13 +268,14 @@ class RunDateFilter(admin.SimpleListFilter):
 
 @admin.register(EvaluationRun)
 class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
-    list_display = ["short_id", "evaluation", "variant_name", "status", "run_time", "finished_at",
+    list_display = ["short_id", "evaluation", "variant_name", "shown_status", "run_time", "finished_at",
                     "inference_count", "error_count"]
     list_filter = ["evaluation", "status", "variant_name", RunDateFilter]
     search_fields = ["variant_name"]
     list_select_related = ["evaluation"]
-    readonly_fields = ["id", "run_time", "config_pretty", "tags_pretty", "inference_count", "error_count"]
-    fields = ["id", "run_time", "evaluation", "variant_name", "status", "finished_at", "config_pretty",
+    readonly_fields = ["id", "run_time", "heartbeat_at", "config_pretty", "tags_pretty", "inference_count",
+                       "error_count"]
+    fields = ["id", "run_time", "evaluation", "variant_name", "status", "finished_at", "heartbeat_at", "config_pretty",
               "tags_pretty", "inference_count", "error_count"]
     actions = ["compare_selected"]
 
@@ -291,6 +292,10 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
         return str(obj.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def shown_status(self, obj):
+        return obj.shown_status_display  # "Interrupted" for a `running` run whose heartbeat went stale
 
     @admin.display(description="run time", ordering="id")
     def run_time(self, obj):

@@ -7,7 +7,7 @@ the row with the greatest id wins. Every time-carrying id is a UUIDv7 (see `ids.
 
 import math
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
@@ -399,8 +399,13 @@ class EvaluationRun(models.Model):
     config = models.JSONField(default=dict, blank=True, help_text="Snapshot: model, prompt, parameters.")
     tags = models.JSONField(default=dict, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Refreshed while the run runs; a stale one means its process was killed.")
 
     objects = EvaluationRunQuerySet.as_manager()
+
+    # The runner refreshes heartbeat_at every 10 s (runner.core.HEARTBEAT_S): six missed beats.
+    STALE_AFTER = timedelta(seconds=60)
 
     class Meta:
         ordering = ["-id"]
@@ -420,6 +425,22 @@ class EvaluationRun(models.Model):
     @property
     def short_id(self) -> str:
         return str(self.id)[:8]
+
+    @property
+    def interrupted(self) -> bool:
+        """Left `running` by a process that died without saying so (SIGKILL, a power cut): its
+        heartbeat is older than STALE_AFTER."""
+        beat = self.heartbeat_at or self.started_at
+        return self.status == self.Status.RUNNING and timezone.now() - beat > self.STALE_AFTER
+
+    @property
+    def shown_status(self) -> str:
+        """The status to show: `interrupted` for an interrupted run, else the recorded status."""
+        return "interrupted" if self.interrupted else self.status
+
+    @property
+    def shown_status_display(self) -> str:
+        return "Interrupted" if self.interrupted else self.get_status_display()
 
     def window_datapoints(self):
         """The datapoints this run saw: its evaluation's dataset at run time."""

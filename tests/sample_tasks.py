@@ -1,6 +1,8 @@
 """Tasks and scorers importable by `run_evaluation --task tests.sample_tasks:NAME` in the tests."""
 
 import asyncio
+import itertools
+import threading
 import time
 
 
@@ -45,3 +47,30 @@ def always_fails(input):
 
 async def streams(input):  # an async generator: not a task
     yield "answer"
+
+
+_calls = itertools.count()  # per process: each run_evaluation is a new one
+
+
+async def steady(input):
+    """About 20 ms, varying by datapoint, for interrupting runs at many moments."""
+    number = int(input["question"].split()[-1])
+    await asyncio.sleep(0.005 + (number * 7919 % 31) / 1000)
+    return f"answer {number}"
+
+
+def hang_after_first(input):
+    """The process's first call answers at once; every later one hangs forever, as a stuck sync call would."""
+    if next(_calls):
+        threading.Event().wait()
+    return "answer"
+
+
+async def ignores_cancel_after_first(input):
+    """The process's first call answers at once; every later one waits forever, swallowing cancellation."""
+    while next(_calls):
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+    return "answer"

@@ -9,9 +9,10 @@ from itertools import pairwise
 
 import pytest
 
-from comparisons.models import Evaluator, Feedback, Inference
+from comparisons.models import EvaluationRun, Evaluator, Feedback, Inference
 from comparisons.queries import comparison_stats, resolve_comparison
-from comparisons.runner import TaskResult, evaluate, openai_client
+from comparisons.runner import TaskResult, core, evaluate, openai_client
+from comparisons.runner.core import FAILURE_TAG
 from tests import sample_tasks
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
 from tests.fake_openai import FakeOpenAI
@@ -173,6 +174,54 @@ def test_ctrl_c_cancels_the_run_keeping_what_finished(evaluation):
     assert Inference.objects.filter(run=result.run).count() == len(result.items)
     result.run.refresh_from_db()
     assert result.run.status == "cancelled"
+
+
+def test_ctrl_c_after_the_last_task_still_writes_every_row_and_completes(evaluation):
+    seen = []
+
+    def on_item(item):  # runs in the calling thread, between the tasks' end and the last write
+        seen.append(item)
+        if len(seen) == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = evaluate(evaluation, "v", sample_tasks.sync_task, concurrency=4, progress=False, on_item=on_item)
+    result.run.refresh_from_db()
+    assert result.status == result.run.status == "completed" and result.signal is None
+    assert Inference.objects.filter(run=result.run).count() == 12
+
+
+def test_an_exception_in_on_item_fails_the_run_with_the_reason_keeping_what_finished(evaluation):
+    seen = []
+
+    def on_item(item):  # e.g. `run_evaluation --format jsonl | head -1`
+        seen.append(item)
+        if len(seen) == 3:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        evaluate(evaluation, "v", sample_tasks.sync_task, concurrency=1, progress=False, on_item=on_item)
+    run = EvaluationRun.objects.get()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.tags[FAILURE_TAG] == "BrokenPipeError in evaluate(): [Errno 32] Broken pipe"
+    recorded_ids = set(Inference.objects.filter(run=run).values_list("id", flat=True))
+    assert {item.inference_id for item in seen} <= recorded_ids
+
+
+def test_the_heartbeat_is_refreshed_while_the_run_runs(evaluation, monkeypatch):
+    monkeypatch.setattr(core, "HEARTBEAT_S", 0.0)  # every poll, instead of every 10 s
+    beats = []
+
+    def task(input):
+        time.sleep(0.06)  # longer than a poll, so that polls (and beats) happen between items
+        return "x"
+
+    def on_item(item):
+        beats.append(EvaluationRun.objects.values_list("heartbeat_at", flat=True).get())
+
+    result = evaluate(evaluation, "v", task, concurrency=1, progress=False, on_item=on_item)
+    assert beats[0] is not None and len(set(beats)) > 1 and beats == sorted(beats)
+    result.run.refresh_from_db()
+    assert result.run.heartbeat_at >= beats[-1] and not result.run.interrupted
 
 
 def test_variant_pinned_is_recorded_both_ways(evaluation):

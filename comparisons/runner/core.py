@@ -7,8 +7,15 @@ How the work is split:
   thread pool of the same size; a function that returns an awaitable has its result awaited.
 - Finished items go onto a deque. The calling thread, where Django's ORM belongs,
   writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress.
-- Ctrl-C reaches the calling thread: it cancels the loop, records everything that finished, and
-  marks the run cancelled. A task raising asyncio.CancelledError cancels the run the same way.
+- SIGINT (Ctrl-C) and SIGTERM are cooperative cancellation: when evaluate() runs in the main
+  thread, handlers only set a flag (no KeyboardInterrupt can land inside a COPY); the calling thread
+  then cancels the loop, abandons what does not stop within ABANDON_AFTER_S (a hung sync task: its
+  thread is a daemon, never joined), records everything that finished, and marks the run cancelled.
+  A second signal exits the process at once. A task raising asyncio.CancelledError cancels the run too.
+- The run's status is the truth: `completed` only when every selected datapoint's inference is
+  recorded, `failed` (reason in the run's tag FAILURE_TAG) on any exception in the calling thread,
+  else `cancelled`. heartbeat_at is refreshed while it runs, so a killed process's run shows as
+  interrupted (EvaluationRun.shown_status).
 - An exception or timeout in a task or a scorer fails that datapoint only: the inference is
   recorded with the error message (and whatever scores could be computed), never the run. So does
   an output that is None (unless allowed) or not JSON (NaN, infinity, objects JSON has no form for).
@@ -17,18 +24,22 @@ How the work is split:
 """
 
 import asyncio
+import contextlib
 import inspect
 import json
 import math
 import numbers
+import os
+import queue
 import random
 import re
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -53,6 +64,9 @@ BATCH_SIZE = 200
 # left to write after the last task (and adds to the run's time) is one poll's worth of items.
 FLUSH_EVERY_S = 0.1
 POLL_S = 0.05
+ABANDON_AFTER_S = 1.0  # after a cancel, how long tasks may take to stop before they are abandoned
+HEARTBEAT_S = 10.0  # how often a running run's heartbeat_at is refreshed
+FAILURE_TAG = "evalcompare::failure"
 PINNED_TAG = "tensorzero::variant_pinned"
 REPLACED_TAG = "evalcompare::replaced_characters"
 
@@ -128,6 +142,7 @@ class RunResult:
     resumed: int | None = None  # on a resume: the datapoints the run had recorded before (None otherwise)
     stopped: dict | None = None  # why the run stopped before its last datapoint (also in run.config["stopped"])
     nothing_to_resume: bool = False  # a resumed run was completed with its window covered: nothing was done
+    signal: int | None = None  # the signal (SIGINT, SIGTERM) that cancelled the run, if one did
 
     @property
     def errors(self) -> int:
@@ -343,18 +358,21 @@ class _Engine:
             self.done.set()
 
     def cancel(self):
-        """Cancel from another thread: in-flight items are dropped, finished ones are kept."""
-        self.ready.wait(5)
+        """Cancel from another thread: in-flight items are dropped, finished ones are kept.
+        Never raises: the loop may already have closed, with nothing left to cancel."""
         self.cancel_requested = True
+        self.ready.wait(ABANDON_AFTER_S)
         if self.loop is not None and self.main is not None:
-            self.loop.call_soon_threadsafe(self.main.cancel)
+            with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+                self.loop.call_soon_threadsafe(self.main.cancel)
 
     async def _main(self, items):
         self.loop = asyncio.get_running_loop()
         self.main = asyncio.current_task()
         self.ready.set()
         iterator = self._until_stopped(items)
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="evaluate") as executor:
+        executor = _DaemonExecutor(self.concurrency, "evaluate")
+        try:
             context = _Context(executor)
             workers = [asyncio.create_task(self._worker(iterator, context), name=f"evaluate-worker-{n}")
                        for n in range(self.concurrency)]
@@ -375,7 +393,8 @@ class _Engine:
                 closer = getattr(self.task, "aclose", None)
                 if closer is not None:
                     await closer()
-            executor.shutdown(wait=False, cancel_futures=True)
+        finally:
+            executor.shutdown(cancel_futures=True)
 
     def _until_stopped(self, items):
         """The items, until stop_when says stop: in-flight items finish, no new one starts."""
@@ -475,6 +494,83 @@ class _Engine:
         if item.error is not None:
             item.error = storable_text(item.error)[0]
         return item
+
+
+class _DaemonExecutor(Executor):
+    """A thread pool that never holds the process up. ThreadPoolExecutor joins its threads when
+    shut down and again at interpreter exit, so one hung sync task would keep a cancelled run's
+    process alive forever; these threads are daemons, and a hung call is abandoned."""
+
+    def __init__(self, max_workers: int, name: str):
+        self._max_workers, self._name = max_workers, name
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        self._work.put((future, fn, args, kwargs))
+        if len(self._threads) < self._max_workers:
+            thread = threading.Thread(target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return future
+
+    def _serve(self):
+        while (work := self._work.get()) is not None:
+            future, fn, args, kwargs = work
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # the caller's future carries it, as ThreadPoolExecutor's would
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Stop the threads once their current call returns; never waits for it (`wait` is ignored)."""
+        while cancel_futures:
+            try:
+                work = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if work is not None:
+                work[0].cancel()
+        for _ in self._threads:
+            self._work.put(None)
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as cooperative cancellation, for the calling thread's loop to poll.
+
+    Installed only in the main thread (the only one Python delivers signals to). The first signal
+    sets `signal`; nothing is raised, so no KeyboardInterrupt lands inside a COPY. A second one
+    exits the process at once (128 + the signal), without a traceback: the person asked twice.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def restore(self):
+        for number, previous in self._previous.items():
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+        self._previous = {}
+
+    def _handle(self, number, frame):
+        if self.signal is None:
+            self.signal = number
+            os.write(2, f"\nInterrupted ({signal.Signals(number).name}): cancelling, writing what finished; "
+                        "interrupt again to exit at once.\n".encode())
+            return
+        os.write(2, f"\nInterrupted again ({signal.Signals(number).name}): exiting at once, without writing "
+                    "what is left; the run will show as interrupted.\n".encode())
+        os._exit(128 + number)
 
 
 class _DeadlineExpired(Exception):
@@ -578,7 +674,8 @@ class _Recorder:
         if pinned:
             self.base_tags[PINNED_TAG] = "true"
         self.pending: list[ItemResult] = []
-        self.last_flush = time.monotonic()
+        self.recorded = 0  # items whose batch has committed
+        self.last_flush = self.last_beat = time.monotonic()
 
     def add(self, item: ItemResult):
         self.pending.append(item)
@@ -589,11 +686,20 @@ class _Recorder:
         if self.pending and time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()
 
+    def beat_if_due(self):
+        """Refresh the run's heartbeat_at, by which a run left `running` by a killed process shows as
+        interrupted."""
+        if time.monotonic() - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = time.monotonic()
+            EvaluationRun.objects.filter(id=self.run.id).update(heartbeat_at=timezone.now())
+
     def flush(self):
+        """Write the pending items in one transaction. They leave memory only once it has committed:
+        a batch that fails stays pending, to be written again or reported lost."""
         self.last_flush = time.monotonic()
         if not self.pending:
             return
-        batch, self.pending = self.pending, []
+        batch = self.pending
         inferences, feedback = [], []
         for item in batch:
             inferences.append((
@@ -608,6 +714,8 @@ class _Recorder:
         with transaction.atomic():
             copy_rows(Inference, INFERENCE_FIELDS, inferences)
             copy_rows(Feedback, FEEDBACK_FIELDS, feedback)
+        self.pending = []
+        self.recorded += len(batch)
 
 
 INFERENCE_FIELDS = ["id", "run_id", "datapoint_id", "input", "output", "variant_name", "variant_pinned", "latency_ms",
@@ -912,8 +1020,7 @@ def evaluate(
         return [(d.id, d.input, d.reference_output) for d in chosen.only("id", "input", "reference_output")]
 
     if resume is None:
-        work = select_work()
-        run.save(force_insert=True)
+        work = select_work()  # the run is saved below, once no signal can leave it `running`
     else:
         with transaction.atomic():  # the row lock keeps two resumes of one run from running the same datapoints
             run = EvaluationRun.objects.select_for_update().select_related("evaluation").get(id=run.id)
@@ -940,7 +1047,7 @@ def evaluate(
                desc=f"{evaluation.name} · {variant}")
     sums = {s.name: [0.0, 0] for s in run_scorers}
 
-    def take_finished():
+    def take_finished(report=True):
         count = 0
         while results:
             item = results.popleft()
@@ -949,7 +1056,7 @@ def evaluate(
             for name, (value, _reason) in item.scores.items():
                 sums[name][0] += value
                 sums[name][1] += 1
-            if on_item is not None:
+            if on_item is not None and report:
                 on_item(item)
             count += 1
         if count:
@@ -957,30 +1064,63 @@ def evaluate(
             if sums:
                 bar.set_postfix({k: f"{s / n:.3f}" for k, (s, n) in sums.items() if n}, refresh=False)
 
+    def stop_engine():
+        """Cancel the tasks; those that do not stop within ABANDON_AFTER_S (a hung sync task) are
+        abandoned, never joined, and count as not run."""
+        if not engine.done.is_set():
+            engine.cancel()
+            engine.done.wait(ABANDON_AFTER_S)
+
     thread = threading.Thread(target=engine.run, args=(work,), name="evaluate-loop", daemon=True)
-    thread.start()
-    status = EvaluationRun.Status.COMPLETED
+    interrupts = _Interrupts()
+    interrupts.install()  # before the run exists: from here on no signal can leave it `running`
     try:
-        while not engine.done.wait(POLL_S):
+        run.heartbeat_at = timezone.now()
+        if resume is None:
+            run.save(force_insert=True)
+        else:  # claimed as `running` above, under its row lock
+            run.save(update_fields=["heartbeat_at"])
+    except BaseException:
+        interrupts.restore()
+        raise
+    thread.start()
+    failure = None
+    try:
+        while not engine.done.wait(POLL_S) and interrupts.signal is None:
             take_finished()
             recorder.flush_if_due()
-        thread.join()
+            recorder.beat_if_due()
+        stop_engine()
         take_finished()
-        if engine.crash is not None:
-            status = EvaluationRun.Status.FAILED
-        elif engine.cancelled:
-            status = EvaluationRun.Status.CANCELLED
-    except KeyboardInterrupt:
-        status = EvaluationRun.Status.CANCELLED
-        engine.cancel()
-        thread.join(timeout=30)
-        take_finished()  # keep whatever finished before the interrupt
+        if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):
+            failure = f"the run failed: {engine.crash!r}"
+    except BaseException as error:  # in this thread: on_item (a closed pipe), the database, ...
+        failure = _describe(error, "evaluate()")
+        stop_engine()
+        with contextlib.suppress(Exception):  # keep what finished; on_item has failed, so it is not called
+            take_finished(report=False)
+        raise
     finally:
-        bar.close()
-        recorder.flush()
-        run.status = status
-        run.finished_at = timezone.now()
-        run.save(update_fields=["status", "finished_at"])
+        try:
+            bar.close()
+            try:
+                recorder.flush()
+            except Exception as error:
+                failure = failure or (f"{len(recorder.pending)} finished datapoint(s) could not be written: "
+                                      f"{_describe(error, 'the final write')}")
+            if failure is not None:
+                status = EvaluationRun.Status.FAILED
+                run.tags = {**run.tags, FAILURE_TAG: storable_text(failure)[0][:2000]}
+            elif recorder.recorded == len(work) or (engine.stopping and interrupts.signal is None
+                                                    and not engine.cancelled):
+                status = EvaluationRun.Status.COMPLETED  # every datapoint, or all that precision needed
+            else:  # a signal, a task raising CancelledError, or tasks abandoned
+                status = EvaluationRun.Status.CANCELLED
+            run.status = status
+            run.finished_at = run.heartbeat_at = timezone.now()
+            run.save(update_fields=["status", "finished_at", "heartbeat_at", "tags"])
+        finally:
+            interrupts.restore()
     if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):
         raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
     stopped = None
@@ -990,5 +1130,6 @@ def evaluate(
     summarised = items if previous is None else previous + items
     return RunResult(run, status, len(work), items, _summaries(evaluators, summarised, resolved_cutoffs), elapsed,
                      comparison_url(run), engine.watch.worst, _unpriced_models(task, items),
-                     resumed=None if previous is None else len(previous), stopped=stopped)
+                     resumed=None if previous is None else len(previous), stopped=stopped,
+                     signal=interrupts.signal if status == EvaluationRun.Status.CANCELLED else None)
 

@@ -1,13 +1,14 @@
 import json
 import math
 import re
+import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from comparisons.models import Evaluation, EvaluationRun
 from comparisons.runner import evaluate
-from comparisons.runner.core import find_run
+from comparisons.runner.core import FAILURE_TAG, find_run
 from comparisons.runner.model_task import OpenAIModelTask
 from comparisons.runner.scorers import ScorerError, import_callable
 
@@ -32,8 +33,8 @@ def parse_cutoff(text: str, option: str = "--cutoff", example: str = "0.8") -> t
 
 class Command(BaseCommand):
     help = ("Run an evaluation: a task (or a model) over the evaluation's dataset, scored by its evaluators. "
-            "Exit 0 when every cutoff holds, 1 when one fails or every datapoint failed, 2 on bad input, "
-            "130 when interrupted.")
+            "Exit 0 when every cutoff holds, 1 when one fails, every datapoint failed or the run failed, "
+            "2 on bad input, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM).")
 
     def add_arguments(self, parser):
         parser.add_argument("evaluation", help="the evaluation's name")
@@ -154,8 +155,13 @@ class Command(BaseCommand):
         if result.nothing_to_resume:
             return
         if result.status == EvaluationRun.Status.CANCELLED:
+            # The shell's convention: 128 + the signal (130 for SIGINT, 143 for SIGTERM); a task raising
+            # CancelledError reads as Ctrl-C.
             raise CommandError(f"Interrupted: run {result.run.id} is recorded as cancelled with "
-                               f"{len(result.items)} finished datapoint(s).", returncode=130)
+                               f"{len(result.items)} finished datapoint(s).",
+                               returncode=128 + (result.signal or signal.SIGINT))
+        if result.status == EvaluationRun.Status.FAILED:
+            raise CommandError(f"The run failed: {result.run.tags.get(FAILURE_TAG)}", returncode=1)
         if result.failure:
             raise CommandError(result.failure, returncode=1)
         failed = result.failed_cutoffs
