@@ -347,6 +347,7 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
     scale = SCALES[scale_name]
     # Measure as in production: with DEBUG on, Django would also log every query it runs.
     settings.DEBUG = False
+    settings.SECURE_SSL_REDIRECT = False  # the test client speaks plain HTTP
     if "testserver" not in settings.ALLOWED_HOSTS:
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
     client = Client()
