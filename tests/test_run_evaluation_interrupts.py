@@ -14,13 +14,12 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from comparisons.models import EvaluationRun, Inference
+from tests.dburl import subprocess_database_url
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the subprocess must see the data, and we its rows
@@ -56,9 +55,7 @@ def start():
 
 
 def _start(task, *args):
-    settings_dict = connection.settings_dict
-    url = (f"postgresql://{quote(settings_dict['USER'] or 'postgres')}@/{settings_dict['NAME']}"
-           f"?host={quote(settings_dict['HOST'] or 'localhost', safe='/')}&port={settings_dict['PORT'] or 5432}")
+    url = subprocess_database_url()
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_evaluation", "qa", "--variant", "v", "--task", task, "--format", "jsonl",
          "--no-progress", *args],
