@@ -1111,14 +1111,14 @@ def _evaluate(
     def select_work():
         if targets:  # a seeded random sample, newest first before shuffling so the seed reproduces it
             window = datapoints if resume is None else run.window_datapoints().newest_first()
-            work = [(d.id, d.input, d.reference_output) for d in window.only("id", "input", "reference_output")]
+            work = list(window.values_list("id", "input", "reference_output"))
             random.Random(seed).shuffle(work)
             if resume is not None:  # the order the run started in, without what it has recorded
                 left = set(datapoints.values_list("id", flat=True))
                 work = [entry for entry in work if entry[0] in left]
             return work[:max_datapoints]
         chosen = datapoints[:max_datapoints] if max_datapoints is not None else datapoints
-        return [(d.id, d.input, d.reference_output) for d in chosen.only("id", "input", "reference_output")]
+        return list(chosen.values_list("id", "input", "reference_output"))  # tuples: no model instances
 
     if resume is None:
         work = select_work()  # the run is saved below, once no signal can leave it `running`
