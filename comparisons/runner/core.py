@@ -1,12 +1,15 @@
 """evaluate(): run a task over an evaluation's dataset, score every output, record the run.
 
 How the work is split:
-- The task and scorers run on ONE asyncio event loop in a background thread. Exactly
+- The task and scorers run on the runner loop: ONE asyncio event loop per process, in a daemon
+  thread, kept across runs (runner_loop(): the loop policy, so loop-bound clients survive). Exactly
   `concurrency` worker coroutines pull datapoints from a shared iterator, so at most `concurrency`
   tasks are ever in flight. `async def` tasks are awaited on that loop; plain functions run in a
   thread pool of the same size; a function that returns an awaitable has its result awaited.
-- Finished items go onto a deque. The calling thread, where Django's ORM belongs,
-  writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress.
+- Finished items go onto a deque. The recording thread, where Django's ORM belongs,
+  writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress. It is
+  the calling thread, unless that thread runs an event loop (Jupyter, asyncio.run, aevaluate()):
+  Django refuses the ORM there, so the run is recorded from a thread of its own.
 - SIGINT (Ctrl-C) and SIGTERM are cooperative cancellation: when evaluate() runs in the main
   thread, handlers only set a flag (no KeyboardInterrupt can land inside a COPY); the calling thread
   then cancels the loop, abandons what does not stop within ABANDON_AFTER_S (a hung sync task: its
