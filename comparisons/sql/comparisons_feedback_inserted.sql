@@ -5,7 +5,10 @@
 -- datasets' locks first (in id order), then one read of the kept and winning scores, then
 -- comparisons_scores_changed. Updates and deletes of feedback are rescored row by row
 -- (comparisons_feedback_rescore).
-CREATE OR REPLACE FUNCTION comparisons_feedback_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION comparisons_feedback_inserted() RETURNS trigger LANGUAGE plpgsql
+-- Index lookups per key, whatever the statistics say: they lag behind a run that is being written,
+-- and a hash join over the whole table per batch would make writing a run quadratic.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     changes record;
 BEGIN

@@ -10,7 +10,10 @@
 CREATE OR REPLACE FUNCTION comparisons_scores_changed(
     r uuid[], m text[], d uuid[], old_value double precision[], new_value double precision[],
     old_human boolean[], new_human boolean[]
-) RETURNS void LANGUAGE plpgsql AS $$
+) RETURNS void LANGUAGE plpgsql
+-- Index lookups per key, whatever the statistics say: they lag behind a run that is being written,
+-- and a hash join over the whole table per batch would make writing a run quadratic.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 BEGIN
     DELETE FROM comparisons_windowscore w
     USING unnest(r, m, d, old_value, new_value) AS c(r, m, d, was, now)
