@@ -207,9 +207,10 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 # The client IP: REMOTE_ADDR, or behind EVALCOMPARE_TRUSTED_PROXIES proxies that each append to
-# X-Forwarded-For, the address the outermost of them saw (see evalcompare/client_ip.py).
+# X-Forwarded-For, the address the outermost of them saw (see evalcompare/throttling.py).
 EVALCOMPARE_TRUSTED_PROXIES = env_int("EVALCOMPARE_TRUSTED_PROXIES", 0)
-AXES_CLIENT_IP_CALLABLE = "evalcompare.client_ip.client_ip"
+AXES_CLIENT_IP_CALLABLE = "evalcompare.throttling.client_ip"
+AXES_USERNAME_CALLABLE = "evalcompare.throttling.login_username"
 
 # /healthz, /readyz and /metrics are answered before SecurityMiddleware (evalcompare.ops), so the HTTPS
 # redirect never reaches them; the exemption keeps it so should the middleware order change.

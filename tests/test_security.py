@@ -9,7 +9,7 @@ from django.test import RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from evalcompare.client_ip import client_ip
+from evalcompare.throttling import client_ip
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -113,3 +113,11 @@ def test_behind_a_proxy_clients_are_locked_apart(client, user, settings):
         log_in(client, "analyst", "wrong", HTTP_X_FORWARDED_FOR="203.0.113.9")
     assert_locked_out(log_in(client, "analyst", HTTP_X_FORWARDED_FOR="203.0.113.9"))
     assert log_in(client, "analyst", HTTP_X_FORWARDED_FOR="198.51.100.7").status_code == 302
+
+
+def test_an_overlong_username_is_refused_and_throttled_like_any_other(client):
+    # Django's login forms do not bound the username; axes keeps 255 characters of it.
+    name = "x" * 1000
+    statuses = [log_in(client, name, "wrong").status_code for _ in range(5)]
+    assert statuses == [200] * 4 + [429]
+    assert_locked_out(log_in(client, name, url="/admin/login/"), username="x" * 255)
