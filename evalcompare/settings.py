@@ -197,7 +197,7 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
 # right password or not; each attempt during the lock-out starts the cool-off again. A successful login
 # clears the count. Reset by hand: `manage.py axes_reset_username NAME` (or axes_reset, axes_reset_ip).
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "evalcompare.throttling.LoginThrottleBackend",  # axes' AxesStandaloneBackend for requests
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("EVALCOMPARE_LOGIN_FAILURE_LIMIT", 5, minimum=1)

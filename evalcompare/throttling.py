@@ -5,6 +5,7 @@ which appends the address it received the request from to X-Forwarded-For, the c
 many places from the right: entries further left were sent by the client itself and can be forged.
 """
 
+from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 
 # django-axes keeps the username in a 255-character column; Django's login forms do not bound it.
@@ -27,3 +28,15 @@ def login_username(request, credentials=None) -> str | None:
     source = credentials if credentials else getattr(request, "POST", {})
     username = source.get("username")
     return username[:USERNAME_KEPT] if isinstance(username, str) else username
+
+
+class LoginThrottleBackend(AxesStandaloneBackend):
+    """django-axes' check, for logins that come with a request (the login pages, the admin's).
+
+    `authenticate()` without a request (`Client.login()` in tests, a script) is no web login: there is no
+    client to throttle, so it goes on to the next backend instead of raising as axes' own backend does."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
+from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.test import RequestFactory, override_settings
 from django.urls import reverse
@@ -121,3 +122,11 @@ def test_an_overlong_username_is_refused_and_throttled_like_any_other(client):
     statuses = [log_in(client, name, "wrong").status_code for _ in range(5)]
     assert statuses == [200] * 4 + [429]
     assert_locked_out(log_in(client, name, url="/admin/login/"), username="x" * 255)
+
+
+def test_logins_without_a_request_are_not_throttled_nor_refused(client, user):
+    # Client.login() and scripts call authenticate() without a request: there is no client to throttle.
+    assert client.login(username="analyst", password=PASSWORD)
+    assert authenticate(username="analyst", password=PASSWORD) == user
+    assert authenticate(username="analyst", password="wrong") is None
+    assert not AccessAttempt.objects.exists()
