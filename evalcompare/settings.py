@@ -87,7 +87,7 @@ ROOT_URLCONF = "evalcompare.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [Path(__file__).resolve().parent / "templates"],  # inside the package, so the wheel has them
         "APP_DIRS": True,
         "OPTIONS": {
             "builtins": ["template_partials.templatetags.partials", "comparisons.templatetags.comparisons"],
