@@ -1,14 +1,12 @@
 #!/usr/bin/env python
 """Django's command-line utility for administrative tasks."""
-import os
 import sys
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalcompare.settings")
-    from django.core.management import execute_from_command_line
+    from evalcompare.cli import manage  # the `evalcompare` command's: a bad setting is one clear line
 
-    execute_from_command_line(sys.argv)
+    manage(sys.argv)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ def use_database(name: str, *, create: bool) -> bool:
                 cursor.execute(f'CREATE DATABASE "{name}"')
                 created = True
     connection.close()
+    connection.close_pool()  # a pool's connections belong to the database it was made for
     settings.DATABASES["default"]["NAME"] = name
     connection.settings_dict["NAME"] = name
     return created
@@ -340,13 +341,17 @@ def floor_queries(comparison) -> dict[str, tuple[str, dict]]:
 def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True) -> dict:
     """Every figure of the benchmark, in milliseconds unless named otherwise."""
     import psutil
-    from django.test import Client
+    from django.test import Client, override_settings
 
     from comparisons.models import Evaluation, EvaluationRun, Feedback, Inference
 
     scale = SCALES[scale_name]
     # Measure as in production: with DEBUG on, Django would also log every query it runs.
     settings.DEBUG = False
+    # The views, not the static files: plain static names, so no collectstatic manifest is needed here
+    # (the load test serves the collected, hashed files with gunicorn).
+    override_settings(STORAGES={**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}, WHITENOISE_AUTOREFRESH=True).enable()
     settings.SECURE_SSL_REDIRECT = False  # the test client speaks plain HTTP
     if "testserver" not in settings.ALLOWED_HOSTS:
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
