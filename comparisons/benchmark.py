@@ -465,6 +465,18 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
     return results
 
 
+def measure_load(runs_compared: list[int], **options) -> dict:
+    """The load test (comparisons/loadtest.py) on the runs `measure` compares: the page, and page 2's rows
+    fragment, the first one its infinite scroll loads."""
+    from comparisons.loadtest import measure_load as load
+    from comparisons.models import EvaluationRun
+
+    run_ids = list(EvaluationRun.objects.filter(evaluation__name=EVALUATION).order_by("id")
+                   .values_list("id", flat=True))[-(5 if 5 in runs_compared else max(runs_compared)):]
+    page1 = list(rows_queryset(resolve_comparison(EVALUATION, run_ids), RowQuery()).values_list("id", flat=True)[:100])
+    return load(EVALUATION, run_ids, str(page1[-1]), database_url=database_url(), **options)
+
+
 def measure_feedback_writes(scale: Scale, run_ids) -> dict:
     """The write path through the triggers, with the compared runs' pairs cached (stats were measured):
     one human correction per transaction, and runner-style COPY batches of 1,000 scores."""
