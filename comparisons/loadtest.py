@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -57,8 +58,10 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
             sampler = _ConnectionSampler(application_name, database_url)
             sampler.start()
             try:
-                timings, errors, elapsed = asyncio.run(
-                    _load(base, evaluation, run_ids, after, cookies, seconds))
+                # In a thread of its own: the caller may already run an event loop (Playwright's, in the suite).
+                with ThreadPoolExecutor(1) as thread:
+                    timings, errors, elapsed = thread.submit(
+                        asyncio.run, _load(base, evaluation, run_ids, after, cookies, seconds)).result()
             finally:
                 sampler.stop()
         finally:

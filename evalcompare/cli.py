@@ -37,7 +37,8 @@ def check_settings() -> None:
     try:
         settings.INSTALLED_APPS  # noqa: B018 (reading a setting loads the settings module)
     except ImproperlyConfigured as error:
-        sys.exit(_fail(f"configuration error: {error}"))
+        print(f"evalcompare: configuration error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def manage(argv: list[str]) -> None:
@@ -54,11 +55,6 @@ def serve(gunicorn_args: list[str]) -> None:
     import evalcompare.gunicorn_conf  # noqa: F401 (checks WEB_CONCURRENCY, PORT and the rest, exits on a bad value)
 
     os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, *gunicorn_args])
-
-
-def _fail(message: str) -> int:
-    print(f"evalcompare: {message}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import threading
 
 import httpx
 import pytest
-from django.db import connection, connections
+from django.db import connections
+from django.db.backends.postgresql.base import DatabaseWrapper
 
 import evalcompare
 from comparisons.benchmark import database_url
@@ -93,43 +94,48 @@ def test_version_and_management_commands_through_the_evalcompare_command(tmp_pat
     assert "load_demo" in run(EVALCOMPARE + ["help"], environment).stdout
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_pool_lends_at_most_its_size_to_concurrent_requests(settings):
-    """Ten threads of this process query at once; the pool (size 4, the default) never opens more."""
-    assert settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] == 4
-    database = connection.settings_dict["NAME"]
+@pytest.mark.django_db
+def test_the_pool_lends_at_most_its_size_to_concurrent_requests():
+    """Ten threads of one process query at once through the pool of the default settings (size 4): the
+    server sees at most 4 connections. The pool is the default database's, under an alias of its own
+    whose connections carry an application name, so that only they are counted."""
+    pooled = {**connections.settings["default"]}
+    assert pooled["OPTIONS"]["pool"]["max_size"] == 4 and pooled["CONN_MAX_AGE"] == 0
+    pooled["OPTIONS"] = {**pooled["OPTIONS"], "application_name": "evalcompare-pool-test"}
     start = threading.Barrier(10)
     failures, counts, done = [], [], threading.Event()
 
     def query():
         try:
             start.wait()
-            with connections["default"].cursor() as cursor:
+            database = DatabaseWrapper(pooled, alias="pool_test")  # as each thread's `connection` is
+            with database.cursor() as cursor:
                 cursor.execute("SELECT pg_sleep(0.2)")
+            database.close()  # back to the pool, as at the end of a request
         except Exception as error:  # reported below
             failures.append(error)
-        finally:
-            connections["default"].close()  # back to the pool, as at the end of a request
 
     def sample():
         import psycopg
 
         with psycopg.connect(database_url(), autocommit=True) as sampler:
             while not done.is_set():
-                counts.append(sampler.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                    [database]).fetchone()[0])
+                counts.append(sampler.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                                              ["evalcompare-pool-test"]).fetchone()[0])
                 done.wait(0.01)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     threads = [threading.Thread(target=query) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    done.set()
-    sampler.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        done.set()
+        sampler.join()
+        DatabaseWrapper(pooled, alias="pool_test").close_pool()
     assert failures == []
     assert 2 <= max(counts) <= 4  # concurrent for real, and never beyond the pool's size
 
