@@ -143,8 +143,10 @@ if "host" in _options and not DATABASES["default"]["HOST"]:
     DATABASES["default"]["HOST"] = _options.pop("host")
     DATABASES["default"]["PORT"] = _options.pop("port", "")
 if DATABASE_POOL_SIZE:
-    # A request waits up to 10 s for a free connection, then fails rather than hanging its worker.
-    _options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
+    # Connections open on demand (min_size 0: a sync worker then holds exactly one; with a connection
+    # opened up front, the first request would open a second beside it) and close after 10 idle
+    # minutes. A request waits up to 10 s for a free connection, then fails rather than hang its worker.
+    _options["pool"] = {"min_size": 0, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

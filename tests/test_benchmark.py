@@ -137,8 +137,8 @@ def test_tiny_load_test_serves_logged_in_clients_through_gunicorn(tmp_path):
     assert results["load_errors"] == 0, results["load_error_examples"]
     assert results["load_requests"] >= 2 and results["load_requests_per_s"] > 0
     assert results["load_page_p95_ms"] > 0 and results["load_rows_p95_ms"] > 0
-    # Sampled from pg_stat_activity: the server's connections, within 2 workers × the pool's size.
-    assert 1 <= results["load_db_connections_max"] <= 2 * results["load_pool_size"]
+    # Sampled from pg_stat_activity: the server's connections, one per sync worker (within workers × pool size).
+    assert 1 <= results["load_db_connections_max"] <= 2
     assert "load_rows_p95_ms" in out.getvalue() and "≤ 800" in out.getvalue()
     assert "rows_page1_ms" not in out.getvalue()  # --load-only measures nothing else
 
