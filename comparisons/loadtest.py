@@ -57,6 +57,7 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
                       file=sys.stderr)
             sampler = _ConnectionSampler(application_name, database_url)
             sampler.start()
+            cpu_before = _workers_cpu_s(server)
             try:
                 # In a thread of its own: the caller may already run an event loop (Playwright's, in the suite).
                 with ThreadPoolExecutor(1) as thread:
@@ -64,6 +65,7 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
                         asyncio.run, _load(base, evaluation, run_ids, after, cookies, seconds)).result()
             finally:
                 sampler.stop()
+            cpu_used = _workers_cpu_s(server) - cpu_before
         finally:
             server.terminate()
             try:
@@ -80,6 +82,10 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
         **{f"load_{kind}_{name}_ms": _percentile(timings[kind], fraction)
            for kind in ("page", "rows") for name, fraction in (("median", 0.5), ("p95", 0.95))},
         "load_db_connections_max": sampler.maximum,
+        # What a request costs the server's workers (PostgreSQL apart), whatever else the machine runs:
+        # cores × 1000 / this is what the machine could serve at most. And how busy the machine was.
+        "load_server_cpu_ms_per_request": cpu_used * 1000 / max(requests, 1),
+        "load_machine_load_average": os.getloadavg()[0],
     }
 
 
@@ -95,6 +101,20 @@ def _sessions(count: int) -> list[str]:
         client.force_login(user)
         cookies.append(client.cookies[settings.SESSION_COOKIE_NAME].value)
     return cookies
+
+
+def _workers_cpu_s(server: subprocess.Popen) -> float:
+    """CPU seconds (user + system) the gunicorn workers have used so far."""
+    import psutil
+
+    total = 0.0
+    for worker in psutil.Process(server.pid).children(recursive=True):
+        try:
+            times = worker.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _free_loopback_port() -> int:
@@ -193,7 +213,8 @@ class _ConnectionSampler:
                 self._stop.wait(0.05)
 
 
-LOAD_KEYS = ["load_errors", "load_rows_p95_ms", "load_page_p95_ms", "load_requests_per_s", "load_db_connections_max"]
+LOAD_KEYS = ["load_errors", "load_rows_p95_ms", "load_page_p95_ms", "load_requests_per_s", "load_db_connections_max",
+             "load_server_cpu_ms_per_request", "load_machine_load_average"]
 LOAD_TARGETS = {"load_errors": 0, "load_rows_p95_ms": 800, "load_page_p95_ms": 1500}
 
 

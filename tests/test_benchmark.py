@@ -137,6 +137,7 @@ def test_tiny_load_test_serves_logged_in_clients_through_gunicorn(tmp_path):
     assert results["load_errors"] == 0, results["load_error_examples"]
     assert results["load_requests"] >= 2 and results["load_requests_per_s"] > 0
     assert results["load_page_p95_ms"] > 0 and results["load_rows_p95_ms"] > 0
+    assert results["load_server_cpu_ms_per_request"] > 0  # the workers' CPU time was read
     # Sampled from pg_stat_activity: the server's connections, one per sync worker (within workers × pool size).
     assert 1 <= results["load_db_connections_max"] <= 2
     assert "load_rows_p95_ms" in out.getvalue() and "≤ 800" in out.getvalue()
