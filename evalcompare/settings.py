@@ -133,7 +133,8 @@ if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
 # Django's psycopg connection pool, per process: at most DATABASE_POOL_SIZE connections, so a server holds
 # at most gunicorn workers × pool size. A sync worker serves one request at a time on one connection;
 # a CSV export borrows 3 more for its prefetching threads, hence 4. 0 turns the pool off (persistent
-# connections instead). The pool checks a connection before lending it, so a restarted server is survived.
+# connections instead). With health checks on, the pool checks a connection before lending it, so one
+# broken by a database restart is replaced rather than handed to a request.
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 4, minimum=0)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if DATABASE_POOL_SIZE else 60,
                                               conn_health_checks=True)}
@@ -165,7 +166,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# Static files: `collectstatic` writes them, with content-hashed names and gzip/brotli copies, to
+# Static files: `collectstatic` writes them, with content-hashed names and gzip copies, to
 # STATIC_ROOT (default: staticfiles/ in the checkout); WhiteNoise serves them from there, hashed names
 # cached for a year. With DEBUG=1 they are served unhashed from the apps' static/ folders.
 STATIC_URL = "static/"
