@@ -24,8 +24,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if argv[:1] == ["serve"]:
         serve(argv[1:])
-    else:
-        manage(["evalcompare", *argv])
+        return
+    if argv in ([], ["help"], ["-h"], ["--help"]):
+        print(__doc__.strip() + "\n")  # then Django's list of commands
+    manage(["evalcompare", *argv])
 
 
 def check_settings() -> None:

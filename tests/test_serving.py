@@ -91,7 +91,8 @@ def test_version_and_management_commands_through_the_evalcompare_command(tmp_pat
     environment = production_environment(database_url(), tmp_path)
     assert run(EVALCOMPARE + ["--version"], environment).stdout.strip() == evalcompare.__version__
     assert "System check identified no issues" in run(EVALCOMPARE + ["check"], environment).stdout
-    assert "load_demo" in run(EVALCOMPARE + ["help"], environment).stdout
+    usage = run(EVALCOMPARE + ["help"], environment).stdout
+    assert "evalcompare serve [gunicorn args]" in usage and "load_demo" in usage
 
 
 @pytest.mark.django_db
