@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup demo test lint benchmark clean static
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "evalcompare needs Python 3.11 or newer (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -26,12 +26,19 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-# `make benchmark ARGS="--scale small --json perf.json"`; needs no SECRET_KEY of yours.
+# `make benchmark ARGS="--scale small --json perf.json"`; needs no SECRET_KEY of yours. Without
+# DATABASE_URL it runs on the embedded PostgreSQL, as make demo and make test do.
 benchmark: setup
-	SECRET_KEY=$${SECRET_KEY:-benchmark-only-not-a-secret} $(MANAGE) benchmark $(ARGS)
+	SECRET_KEY=$${SECRET_KEY:-benchmark-only-not-a-secret} EVALCOMPARE_EMBEDDED_DB=1 $(MANAGE) benchmark $(ARGS)
+
+# The production build step: static files with hashed names and compressed copies into STATIC_ROOT
+# (default staticfiles/), which WhiteNoise serves. Needs no database and no SECRET_KEY of yours.
+static: setup
+	SECRET_KEY=$${SECRET_KEY:-collectstatic-needs-no-secret} DATABASE_URL=$${DATABASE_URL:-postgresql://unused/unused} \
+		$(BIN)/evalcompare collectstatic --noinput
 
 lint: setup
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pgdata
+	rm -rf $(VENV) .pgdata staticfiles
