@@ -31,9 +31,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PORT=8000 \
     STATIC_ROOT=/app/static \
-    EVALCOMPARE_RELEASES_DIR=/app/releases
+    EVALCOMPARE_RELEASES_DIR=/app/releases \
+    HOME=/home/evalcompare
+# The code and static files are read-only to the user; its home is writable (gunicorn's control socket).
 RUN groupadd --system --gid 10001 evalcompare \
- && useradd --system --uid 10001 --gid evalcompare --home-dir /app --shell /usr/sbin/nologin evalcompare
+ && useradd --system --uid 10001 --gid evalcompare --create-home --home-dir /home/evalcompare \
+      --shell /usr/sbin/nologin evalcompare
 COPY --from=build /opt/venv /opt/venv
 COPY scripts/docker-entrypoint /usr/local/bin/docker-entrypoint
 # The manifests of earlier releases, for `docker-entrypoint rollback X.Y.Z`.

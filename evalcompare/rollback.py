@@ -91,6 +91,14 @@ def plan_rollback(manifest: dict, using: str = DEFAULT_DB_ALIAS) -> RollbackPlan
             targets[app] = None
     plan = executor.migration_plan([(app, name) for app, name in targets.items()])
     steps = [(migration.app_label, migration.name) for migration, backwards in plan if backwards]
+    # Unapplying an app can take dependents in other apps with it; a consistent manifest never needs
+    # one of those, so a step that a target depends on means the manifest cannot be reached.
+    for app, name in targets.items():
+        needed = set(graph.forwards_plan((app, name))) if name else set()
+        clash = next((step for step in steps if step in needed), None)
+        if clash:
+            raise RollbackError(f"Release {version}'s manifest is inconsistent: going back to it unapplies "
+                                f"{clash[0]}.{clash[1]}, which its {app}.{name} depends on.")
     if not steps:
         raise RollbackError(f"The database is already at release {version}: nothing to roll back.")
     return RollbackPlan(targets=targets, steps=steps)

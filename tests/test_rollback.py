@@ -233,3 +233,29 @@ def test_rollback_refuses_a_migration_this_code_does_not_have(tmp_path):
     with pytest.raises(CommandError, match="ends app 'comparisons' at migration 0099_from_the_future, which this "
                                            "code does not have"):
         call_command("rollback", "0.1.0", "--releases-dir", str(tmp_path))
+
+
+@pytest.mark.django_db
+def test_an_app_the_release_did_not_have_goes_to_zero_after_its_dependents(tmp_path):
+    current = call_command_json("release_manifest", "0.2.0")["migrations"]
+    without_admin = {app: name for app, name in current.items() if app != "admin"}
+    (tmp_path / "0.1.0.json").write_text(json.dumps({"version": "0.1.0", "migrations": without_admin}))
+    out = StringIO()
+
+    call_command("rollback", "0.1.0", "--dry-run", "--releases-dir", str(tmp_path), stdout=out)
+
+    assert ("unapply admin.0003_logentry_add_action_flag_choices\n  unapply admin.0002_logentry_remove_auto_add\n"
+            "  unapply admin.0001_initial\nleaving") in out.getvalue()
+    assert "admin → zero" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_manifest_that_unapplying_would_contradict_is_refused(tmp_path):
+    """Without contenttypes (→ zero), auth and everything on it would go too, yet the manifest keeps them."""
+    current = call_command_json("release_manifest", "0.2.0")["migrations"]
+    inconsistent = {app: name for app, name in current.items() if app != "contenttypes"}
+    (tmp_path / "0.1.0.json").write_text(json.dumps({"version": "0.1.0", "migrations": inconsistent}))
+
+    with pytest.raises(CommandError, match=r"Release 0\.1\.0's manifest is inconsistent: going back to it unapplies "
+                                           r"\w+\.\w+, which its \w+\.\w+ depends on"):
+        call_command("rollback", "0.1.0", "--dry-run", "--releases-dir", str(tmp_path), stdout=StringIO())
