@@ -24,8 +24,7 @@ RUN /opt/venv/bin/pip wheel --quiet --no-deps --wheel-dir /dist /src \
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="evalcompare" \
-      org.opencontainers.image.description="A team portal to run LLM evaluations and compare runs side by side." \
-      org.opencontainers.image.source="https://github.com/evalcompare/evalcompare"
+      org.opencontainers.image.description="A team portal to run LLM evaluations and compare runs side by side."
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
