@@ -92,6 +92,32 @@ def demo_database(demo_template):
     admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+SCHEMA_QUERIES = {
+    "functions": "SELECT p.proname, pg_get_function_identity_arguments(p.oid), md5(p.prosrc) FROM pg_proc p "
+                 "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1, 2",
+    "triggers": "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE NOT tgisinternal ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "columns": "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+               "WHERE table_schema = 'public' ORDER BY 1, 2",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                   "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+}
+
+
+def schema(name: str) -> dict[str, list[tuple]]:
+    """What a migration can change: functions, triggers, indexes, columns and constraints."""
+    return {kind: query(name, sql) for kind, sql in SCHEMA_QUERIES.items()}
+
+
+@pytest.fixture
+def empty_database():
+    name = f"evalcompare_rollback_empty_{uuid.uuid4().hex[:8]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    yield name
+    admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def comparison_page(name: str) -> tuple[int, str]:
     """GET the demo's comparison of its two oldest support_answers runs as the demo user, in a subprocess."""
     script = (
@@ -131,7 +157,8 @@ def test_every_comparisons_migration_reverses_to_zero_with_data_and_forward_agai
     assert "No drift" in manage(demo_database, "verify_scores").stdout
 
 
-def test_rollback_to_a_previous_release_keeps_the_data_and_forward_again_serves_the_pages(demo_database, tmp_path):
+def test_rollback_to_a_previous_release_keeps_the_data_and_forward_again_serves_the_pages(demo_database, tmp_path,
+                                                                                          empty_database):
     current = call_command_json("release_manifest", "0.2.0")["migrations"]
     previous = {**current, "comparisons": PREVIOUS_COMPARISONS}
     (tmp_path / "0.1.0.json").write_text(json.dumps({"version": "0.1.0", "image": "evalcompare:0.1.0",
@@ -148,6 +175,15 @@ def test_rollback_to_a_previous_release_keeps_the_data_and_forward_again_serves_
     columns = {row[0] for row in query(demo_database, "SELECT column_name FROM information_schema.columns "
                                                       "WHERE table_name = 'comparisons_evaluator'")}
     assert "name" in columns and "min_value" not in columns
+    # Exactly the schema of a database migrated forward to that release: every reverse operation
+    # (SQL functions and triggers of 0002-0007 put back, indexes re-created) undid its migration.
+    forward = "".join(f"call_command('migrate', {app!r}, {name!r}, interactive=False)\n"
+                      for app, name in previous.items())
+    manage(empty_database, "shell", "--no-imports", "-c", f"from django.core.management import call_command\n{forward}")
+    rolled_back, forward = schema(demo_database), schema(empty_database)
+    for kind in SCHEMA_QUERIES:
+        assert set(rolled_back[kind]) - set(forward[kind]) == set(), kind
+        assert set(forward[kind]) - set(rolled_back[kind]) == set(), kind
 
     again = manage(demo_database, "rollback", "0.1.0", check=False, releases_dir=tmp_path)
     assert again.returncode == 2
