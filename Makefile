@@ -22,6 +22,7 @@ demo: setup
 	DEBUG=1 $(MANAGE) runserver 127.0.0.1:8000
 
 test: setup
+	scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

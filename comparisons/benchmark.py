@@ -6,6 +6,7 @@ secondary indexes, constraints or triggers; those are recreated afterwards and t
 """
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -240,7 +241,7 @@ def load(scale_name: str, *, seed: int = 20261122, progress: bool = True) -> dic
     flush()
     bar.close()
 
-    _load_runner_datapoints(scale, Function, Dataset, Evaluation, Evaluator, Datapoint, copy_rows)
+    _ensure_runner_evaluation(RUNNER_EVALUATION, scale.runner_items)
     if progress:
         print("building indexes and constraints, window scores and run summaries, then VACUUM ANALYZE …",
               file=sys.stderr)
@@ -260,15 +261,22 @@ def load(scale_name: str, *, seed: int = 20261122, progress: bool = True) -> dic
     return counts
 
 
-def _load_runner_datapoints(scale, Function, Dataset, Evaluation, Evaluator, Datapoint, copy_rows):
-    function = Function.objects.create(name="bench_runner_function", kind="chat")
-    dataset = Dataset.objects.create(name="bench_runner_dataset")
-    evaluation = Evaluation.objects.create(name=RUNNER_EVALUATION, function=function, dataset=dataset)
+def _ensure_runner_evaluation(name: str, items: int):
+    """An evaluation `name` with `items` datapoints {"q": i} and one exact-match evaluator, made once."""
+    from comparisons.bulk import copy_rows
+    from comparisons.models import Datapoint, Dataset, Evaluation, Evaluator, Function
+
+    if Evaluation.objects.filter(name=name).exists():
+        return
+    function = Function.objects.create(name=f"{name}_function", kind="chat")
+    dataset = Dataset.objects.create(name=f"{name}_dataset")
+    evaluation = Evaluation.objects.create(name=name, function=function, dataset=dataset)
     Evaluator.objects.create(evaluation=evaluation, name="exact", kind="exact_match", value_type="boolean")
     base = _ms(T0)
+    offset = 10**12 if name == RUNNER_EVALUATION else 2 * 10**12  # id sequences apart from the others'
     copy_rows(Datapoint, ["id", "dataset_id", "function_id", "name", "input", "reference_output", "tags"],
-              ((_id(base + i, 10**12 + i), dataset.id, function.id, "", {"q": i}, f"a{i}", {})
-               for i in range(scale.runner_items)))
+              ((_id(base + i, offset + i), dataset.id, function.id, "", {"q": i}, f"a{i}", {})
+               for i in range(items)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,39 +527,110 @@ def measure_diff(scale: Scale) -> dict:
             "diff_10k_words_similar_ms": _time(lambda: word_diff(a, edited), scale.repeats)["median"]}
 
 
+RUNNER_10K = {"items": 10_000, "concurrency": 200, "latency_s": 0.05}
+
+
 def measure_runner(scale: Scale) -> dict:
-    """An async task that sleeps `runner_latency_s` over `runner_items` datapoints at concurrency 50."""
+    """The runner against the ideal: `runner_items` datapoints whose task sleeps `runner_latency_s`, at
+    concurrency 50, as an async task (asyncio.sleep) and as a sync one (time.sleep, in threads); then
+    10,000 at concurrency 200 against a bare asyncio loop doing the same sleeps, in a fresh process so
+    that its peak RSS is the runner's."""
     from comparisons.models import EvaluationRun
     from comparisons.runner import evaluate
 
     latency = scale.runner_latency_s
 
+    async def async_task(input):
+        await asyncio.sleep(latency)
+        return f"a{input['q']}"
+
+    def sync_task(input):
+        time.sleep(latency)
+        return f"a{input['q']}"
+
+    ideal = scale.runner_items * latency / 50
+    results = {"runner_ideal_s": ideal}
+    for key, task in (("runner", async_task), ("runner_sync", sync_task)):
+        samples = []
+        for k in range(3):
+            started = time.perf_counter()
+            result = evaluate(RUNNER_EVALUATION, f"bench-{k}", task, concurrency=50, progress=False)
+            samples.append(time.perf_counter() - started)
+            if len(result.items) != scale.runner_items or result.errors:
+                raise RuntimeError("the runner benchmark did not complete every item")
+        results[f"{key}_actual_s"] = statistics.median(samples)
+        results[f"{key}_overhead_ratio"] = statistics.median(samples) / ideal
+    EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION).delete()
+
+    _ensure_runner_evaluation(RUNNER_EVALUATION + "_10k", RUNNER_10K["items"])
+    code = "import django; django.setup(); from comparisons.benchmark import runner_10k_child; runner_10k_child()"
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "evalcompare.settings",
+           "SECRET_KEY": os.environ.get("SECRET_KEY") or "benchmark-only-not-a-secret"}
+    child = subprocess.run([sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True,
+                           text=True, timeout=600)
+    if child.returncode != 0:
+        raise RuntimeError(f"the 10,000-item runner benchmark failed: {child.stderr[-800:]}")
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION + "_10k").delete()
+    results.update(figures)
+    results["runner_10k_ratio"] = figures["runner_10k_s"] / figures["runner_10k_bare_s"]
+    return results
+
+
+def runner_10k_child():
+    """In a fresh process: the bare asyncio loop, then evaluate(), over the same 10,000 sleeps; prints
+    the figures as JSON. Peak RSS is the process's own (ru_maxrss: Django and the runner included)."""
+    import resource
+
+    from comparisons.runner import evaluate
+
+    items, concurrency, latency = RUNNER_10K["items"], RUNNER_10K["concurrency"], RUNNER_10K["latency_s"]
+
     async def task(input):
         await asyncio.sleep(latency)
         return f"a{input['q']}"
 
-    ideal = scale.runner_items * latency / 50
-    samples = []
+    async def bare():  # the same work with nothing around it: workers pulling from one iterator
+        inputs = iter([{"q": i} for i in range(items)])
+        outputs = []
+
+        async def worker():
+            for input in inputs:
+                outputs.append(await task(input))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return outputs
+
+    bare_samples, runner_samples = [], []
     for k in range(3):
         started = time.perf_counter()
-        result = evaluate(RUNNER_EVALUATION, f"bench-{k}", task, concurrency=50, progress=False)
-        samples.append(time.perf_counter() - started)
-        if len(result.items) != scale.runner_items or result.errors:
-            raise RuntimeError("the runner benchmark did not complete every item")
-    EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION).delete()
-    actual = statistics.median(samples)
-    return {"runner_ideal_s": ideal, "runner_actual_s": actual, "runner_overhead_ratio": actual / ideal}
+        asyncio.run(bare())
+        bare_samples.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = evaluate(RUNNER_EVALUATION + "_10k", f"bench-10k-{k}", task, concurrency=concurrency,
+                          progress=False)
+        runner_samples.append(time.perf_counter() - started)
+        if len(result.items) != items or result.errors:
+            raise RuntimeError("the 10,000-item runner benchmark did not complete every item")
+        del result
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"runner_10k_bare_s": statistics.median(bare_samples),
+                      "runner_10k_s": statistics.median(runner_samples), "runner_10k_peak_rss_mb": peak_kb / 1024}))
 
 
 JSON_KEYS = ["scale", "datapoints", "inferences", "feedback", "rows_page1_ms", "rows_deep_ms", "floor_ms",
              "rows_to_floor_ratio", "deep_to_page1_ratio", "query_page1_ms", "query_deep_ms", "stats_ms", "search_ms",
              "filtered_ms", "sorted_ms",
              "export_rows_per_s", "export_peak_rss_mb", "runner_ideal_s", "runner_actual_s", "runner_overhead_ratio",
+             "runner_sync_actual_s", "runner_sync_overhead_ratio", "runner_10k_bare_s", "runner_10k_s",
+             "runner_10k_ratio", "runner_10k_peak_rss_mb",
              "feedback_write_ms", "feedback_batch_rows_per_s", "kept_tables_drift", "diff_10k_words_ms",
              "diff_10k_words_similar_ms"]
 TARGETS = {"rows_to_floor_ratio": ("≤", 2), "deep_to_page1_ratio": ("≤", 1.2), "stats_ms": ("≤", 300),
            "search_ms": ("≤", 50), "filtered_ms": ("≤", 500), "sorted_ms": ("≤", 500),
            "export_rows_per_s": ("≥", 50_000), "export_peak_rss_mb": ("≤", 150), "runner_overhead_ratio": ("≤", 1.10),
+           "runner_sync_overhead_ratio": ("≤", 1.15), "runner_10k_ratio": ("≤", 1.15),
+           "runner_10k_peak_rss_mb": ("≤", 150),
            "feedback_write_ms": ("≤", 20), "kept_tables_drift": ("≤", 0),
            "diff_10k_words_ms": ("≤", 300)}
 

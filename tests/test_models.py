@@ -73,6 +73,29 @@ def test_boolean_feedback_takes_only_zero_or_one(evaluation):
     assert Feedback.objects.record(inference, "similarity", 0.5).value == 0.5
 
 
+def test_a_batch_with_one_bad_row_is_refused_whole_naming_that_row(evaluation):
+    """Inserts are checked per statement: the first offending row is named and nothing is written."""
+    run = RunFactory(evaluation=evaluation)
+    inferences = [InferenceFactory(run=run) for _ in range(3)]
+    rows = [Feedback(id=uuid7(), inference=inference, metric="correct", value=1.0) for inference in inferences]
+    rows[1].value, rows[2].metric = 0.5, "tone"
+    with pytest.raises(IntegrityError, match=f"feedback {rows[1].id}: boolean metric correct takes 0 or 1, not 0.5"), \
+            transaction.atomic():
+        Feedback.objects.bulk_create(rows)
+    rows[1].value = 0.0
+    with pytest.raises(IntegrityError, match=f"feedback {rows[2].id}: metric tone is not an evaluator"), \
+            transaction.atomic():
+        Feedback.objects.bulk_create(rows)
+    assert not Feedback.objects.exists()
+    good, foreign = DatapointFactory(dataset=evaluation.dataset, function=evaluation.function), DatapointFactory()
+    batch = [Inference(id=uuid7(), run=RunFactory(evaluation=evaluation), datapoint=d, variant_name="v")
+             for d in (good, foreign)]
+    with pytest.raises(IntegrityError, match=f"inference {batch[1].id}: datapoint {foreign.id} is not in the "), \
+            transaction.atomic():
+        Inference.objects.bulk_create(batch)
+    assert Inference.objects.count() == 3
+
+
 def test_recording_feedback_appends_and_the_latest_wins(evaluation):
     inference = InferenceFactory(run=RunFactory(evaluation=evaluation))
     judge = FeedbackFactory(inference=inference, metric="correct", value=1.0)

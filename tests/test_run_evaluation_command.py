@@ -6,13 +6,12 @@ from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 from itertools import pairwise
-from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 
 from comparisons.models import EvaluationRun, Inference
+from tests.dburl import subprocess_database_url
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
 from tests.fake_openai import FakeOpenAI
 
@@ -98,9 +97,7 @@ def test_openai_model_runs_the_prompt_template(evaluation):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_real_process_exit_codes(evaluation):
-    settings_dict = connection.settings_dict
-    url = (f"postgresql://{quote(settings_dict['USER'] or 'postgres')}@/{settings_dict['NAME']}"
-           f"?host={quote(settings_dict['HOST'] or 'localhost', safe='/')}&port={settings_dict['PORT'] or 5432}")
+    url = subprocess_database_url()
     env = {**os.environ, "DATABASE_URL": url, "DEBUG": "1"}
 
     def process(*args):

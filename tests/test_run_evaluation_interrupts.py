@@ -14,13 +14,12 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 
 from comparisons.models import EvaluationRun, Inference
+from tests.dburl import subprocess_database_url
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the subprocess must see the data, and we its rows
@@ -56,9 +55,7 @@ def start():
 
 
 def _start(task, *args):
-    settings_dict = connection.settings_dict
-    url = (f"postgresql://{quote(settings_dict['USER'] or 'postgres')}@/{settings_dict['NAME']}"
-           f"?host={quote(settings_dict['HOST'] or 'localhost', safe='/')}&port={settings_dict['PORT'] or 5432}")
+    url = subprocess_database_url()
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_evaluation", "qa", "--variant", "v", "--task", task, "--format", "jsonl",
          "--no-progress", *args],
@@ -194,3 +191,21 @@ def test_a_killed_process_leaves_a_heartbeat_by_which_its_run_shows_as_interrupt
     assert run.interrupted and run.shown_status == "interrupted" and run.shown_status_display == "Interrupted"
     page = client_logged_in.get(reverse("run_detail", args=[run.id])).content.decode()
     assert '<span class="status interrupted">Interrupted</span>' in page
+    for page in (client_logged_in.get(reverse("evaluation_list")),
+                 client_logged_in.get(reverse("run_search", args=["qa"]), headers={"HX-Request": "true"})):
+        assert '<span class="status interrupted">Interrupted</span>' in page.content.decode()
+
+
+def test_a_reader_that_goes_away_fails_the_run_quietly_with_what_finished(evaluation):
+    """`run_evaluation --format jsonl | head -1`: the pipe closes under the run."""
+    process = _start("tests.sample_tasks:steady", "--concurrency", "4")
+    first = process.stdout.readline()
+    process.stdout.close()  # like `head -1` exiting
+    process.wait(timeout=60)
+    stderr = process.stderr.read()
+    run = EvaluationRun.objects.get()
+    assert json.loads(first)["inference_id"] in recorded(run)
+    assert process.returncode == 128 + signal.SIGPIPE and "Traceback" not in stderr
+    assert "The output was closed (broken pipe)" in stderr
+    assert run.status == "failed" and "BrokenPipeError" in run.tags["evalcompare::failure"]
+    assert 0 < len(recorded(run)) < DATAPOINTS

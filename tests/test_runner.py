@@ -383,9 +383,9 @@ def test_cpu_bound_scorers_run_off_the_event_loop(evaluation, monkeypatch):
     long_text = " ".join(f"word{i % 97}" for i in range(6000))
     result = evaluate(evaluation, "v", lambda input: long_text + input["question"], concurrency=4, progress=False)
     assert result.errors == 0 and all(0 <= item.scores["rouge"][0] <= 1 for item in result.items)
-    assert threads["exact_match"] == {"evaluate-loop"}  # microseconds: stays on the loop
+    assert threads["exact_match"] == {"evalcompare-loop"}  # microseconds: stays on the loop
     for kind in ("levenshtein", "rouge_l", "bleu"):
-        assert threads[kind] and "evaluate-loop" not in threads[kind], kind
+        assert threads[kind] and "evalcompare-loop" not in threads[kind], kind
 
 
 def test_levenshtein_is_exact_and_fast_on_long_texts():

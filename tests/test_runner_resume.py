@@ -6,6 +6,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from comparisons.models import EvaluationRun, Inference
 from comparisons.runner import evaluate
@@ -358,3 +359,52 @@ def test_command_bad_precision_exits_two(evaluation, args, message):
     code, text = command_error("qa", "--variant", "v", "--task", "tests.sample_tasks:perfect", *args)
     assert code == 2 and message in text
     assert not EvaluationRun.objects.exists()
+
+
+# -- resuming interrupted and precision runs -------------------------------------------------------
+
+
+def test_an_interrupted_run_is_resumable_and_a_live_one_is_not(evaluation):
+    """A run left `running` by a killed process shows as interrupted once its heartbeat is stale."""
+    run = cancelled_partial_run(evaluation)
+    EvaluationRun.objects.filter(id=run.id).update(status=EvaluationRun.Status.RUNNING,
+                                                   heartbeat_at=timezone.now() - timedelta(seconds=30))
+    with pytest.raises(ValueError, match=r"is still running \(its process beat 3\d s ago\)"):
+        evaluate(evaluation, None, sample_tasks.sync_task, resume=run, progress=False)
+    EvaluationRun.objects.filter(id=run.id).update(heartbeat_at=timezone.now() - EvaluationRun.STALE_AFTER
+                                                   - timedelta(seconds=1))
+    assert EvaluationRun.objects.get(id=run.id).shown_status == "interrupted"
+    result = evaluate(evaluation, None, sample_tasks.sync_task, resume=run, progress=False)
+    assert result.status == "completed" and result.resumed == 5 and len(result.items) == 7
+    assert run_datapoints(run) == window_ids(run)
+    assert EvaluationRun.objects.get(id=run.id).shown_status == "completed"
+
+
+def test_a_cancelled_precision_run_resumes_in_its_seeded_order_to_its_targets(large):
+    whole = evaluate(large, "whole", sample_tasks.perfect, precision={"exact": 0.03}, seed=5, concurrency=1,
+                     progress=False)
+    order = [item.datapoint_id for item in whole.items]
+
+    # The same run, cancelled after 10 items: the resume goes on from the 11th in the same order.
+    partial = evaluate(large, "part", sample_tasks.perfect, precision={"exact": 0.03}, seed=5, concurrency=1,
+                       progress=False, max_datapoints=10)
+    assert partial.status == "completed" and partial.stopped is None  # max_datapoints, not precision, ended it
+    EvaluationRun.objects.filter(id=partial.run.id).update(status=EvaluationRun.Status.CANCELLED)
+    resumed = evaluate(large, None, sample_tasks.perfect, resume=partial.run, concurrency=1, progress=False)
+
+    assert [item.datapoint_id for item in partial.items] == order[:10]
+    assert [item.datapoint_id for item in resumed.items] == order[10:]  # stops where the whole run stopped
+    assert resumed.status == "completed" and resumed.stopped["reason"] == "precision reached"
+    assert resumed.stopped["datapoints_run"] == len(order)  # counted over the whole run, before and after
+    run = EvaluationRun.objects.get(id=partial.run.id)
+    assert run.config["stopped"] == resumed.stopped and run.config["seed"] == 5
+
+
+def test_a_run_stopped_at_its_precision_has_nothing_to_resume(large):
+    stopped = evaluate(large, "v", sample_tasks.perfect, precision={"exact": 0.05}, seed=2, progress=False)
+    assert stopped.stopped is not None
+    calls = []
+    again = evaluate(large, None, lambda input: calls.append(input), resume=stopped.run, progress=False)
+    assert again.nothing_to_resume and calls == []
+    assert "stopped once its precision targets were reached: nothing to resume" in again.format()
+    assert Inference.objects.filter(run=stopped.run).count() == len(stopped.items)

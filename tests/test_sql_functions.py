@@ -34,6 +34,7 @@ def test_every_trigger_calls_a_function_from_the_files():
     assert set(triggers.values()) <= set(FILES)
     assert set(triggers) == {
         "comparisons_inference_check", "comparisons_feedback_check", "comparisons_feedback_rescore",
+        "comparisons_feedback_inserted", "comparisons_inference_check_insert", "comparisons_feedback_check_insert",
         "comparisons_datapoint_restale", "comparisons_inference_forget", "comparisons_inference_coverage_insert",
         "comparisons_inference_coverage_update", "comparisons_inference_coverage_delete"}
 

@@ -145,7 +145,8 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write(seed):
     minute = 1000
     for _ in range(80):
         minute += 1
-        action = rng.choice(["feedback", "late", "bulk", "retire", "revise", "delete", "update", "unfeedback"])
+        action = rng.choice(["feedback", "late", "bulk", "batch", "retire", "revise", "delete", "update",
+                             "unfeedback"])
         live = [i for i in inferences if Inference.objects.filter(id=i.id).exists()]
         inference = rng.choice(live)
         metric = rng.choice(METRICS)
@@ -159,6 +160,14 @@ def test_scores_and_paired_sums_stay_exact_through_every_kind_of_write(seed):
                 Feedback(id=uuid7(at(minute + offset)), inference=inference, metric=metric, value=v,
                          source=rng.choice(["human", "evaluator"]))
                 for offset, v in ((2, value), (3, random_value(rng, metric)), (1, random_value(rng, metric)))])
+        elif action == "batch":  # one statement across runs: both sides of cached pairs change on a datapoint
+            chosen = [i for i in live if i.datapoint_id == inference.datapoint_id] + rng.sample(live, min(6, len(live)))
+            rows = []
+            for offset, target in enumerate(chosen):
+                for metric in rng.sample(METRICS, rng.randint(1, 2)):
+                    rows.append(Feedback(id=uuid7(at(minute + offset % 3)), inference=target, metric=metric,
+                                         value=random_value(rng, metric), source=rng.choice(["human", "evaluator"])))
+            Feedback.objects.bulk_create(rows)
         elif action in ("retire", "revise"):
             current = Datapoint.objects.filter(staled_at__isnull=True, dataset=evaluation.dataset)
             datapoint = rng.choice(list(current))

@@ -1,5 +1,5 @@
 """Run evaluations: `evaluate()` runs a task over a dataset, scores it, and records the run."""
 
-from comparisons.runner.core import ItemResult, MetricResult, RunResult, TaskResult, evaluate
+from comparisons.runner.core import ItemResult, MetricResult, RunResult, TaskResult, aevaluate, evaluate, runner_loop
 
-__all__ = ["evaluate", "TaskResult", "RunResult", "ItemResult", "MetricResult"]
+__all__ = ["evaluate", "aevaluate", "runner_loop", "TaskResult", "RunResult", "ItemResult", "MetricResult"]

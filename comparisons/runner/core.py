@@ -1,12 +1,15 @@
 """evaluate(): run a task over an evaluation's dataset, score every output, record the run.
 
 How the work is split:
-- The task and scorers run on ONE asyncio event loop in a background thread. Exactly
+- The task and scorers run on the runner loop: ONE asyncio event loop per process, in a daemon
+  thread, kept across runs (runner_loop(): the loop policy, so loop-bound clients survive). Exactly
   `concurrency` worker coroutines pull datapoints from a shared iterator, so at most `concurrency`
   tasks are ever in flight. `async def` tasks are awaited on that loop; plain functions run in a
   thread pool of the same size; a function that returns an awaitable has its result awaited.
-- Finished items go onto a deque. The calling thread, where Django's ORM belongs,
-  writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress.
+- Finished items go onto a deque. The recording thread, where Django's ORM belongs,
+  writes them in batches (every BATCH_SIZE items or FLUSH_EVERY_S seconds) and draws progress. It is
+  the calling thread, unless that thread runs an event loop (Jupyter, asyncio.run, aevaluate()):
+  Django refuses the ORM there, so the run is recorded from a thread of its own.
 - SIGINT (Ctrl-C) and SIGTERM are cooperative cancellation: when evaluate() runs in the main
   thread, handlers only set a flag (no KeyboardInterrupt can land inside a COPY); the calling thread
   then cancels the loop, abandons what does not stop within ABANDON_AFTER_S (a hung sync task: its
@@ -25,7 +28,9 @@ How the work is split:
 
 import asyncio
 import contextlib
+import functools
 import inspect
+import itertools
 import json
 import math
 import numbers
@@ -46,7 +51,7 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from tqdm import tqdm
@@ -206,7 +211,9 @@ class RunResult:
     def format(self) -> str:
         """A human-readable summary."""
         if self.nothing_to_resume:
-            return f"run {self.run.id} is already complete: nothing to resume"
+            why = ("was stopped once its precision targets were reached" if "stopped" in self.run.config
+                   else "is already complete")
+            return f"run {self.run.id} {why}: nothing to resume"
         lines = [f"Run {self.run.id} of {self.run.evaluation.name} · variant {self.run.variant_name} · {self.status}",
                  f"  {len(self.items)} of {self.datapoints} datapoints in {self.elapsed_s:.2f} s "
                  f"({self.throughput:.1f}/s), {self.errors} error(s)"]
@@ -325,6 +332,51 @@ class _Context:
             await self._http.aclose()
 
 
+_ENGINE_NUMBERS = itertools.count()
+_runner_lock = threading.Lock()
+_runner: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def runner_loop() -> asyncio.AbstractEventLoop:
+    """evalcompare's event loop, on which every run's tasks and scorers run: one per process, in a
+    daemon thread, started on first use and kept for the life of the process.
+
+    This is the loop policy. Whether a run was started by evaluate() in a script, in a notebook cell
+    or inside asyncio.run(), or awaited with aevaluate(), its tasks run here, never on the caller's
+    loop. So an event-loop-bound object a task keeps between runs (an httpx.AsyncClient made at
+    module level, a connection pool) keeps working from one run to the next, and runs started at the
+    same time share the loop like any asyncio program.
+    """
+    global _runner
+    with _runner_lock:
+        if _runner is None or not _runner[1].is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="evalcompare-loop", daemon=True)
+            thread.start()
+            _runner = (loop, thread)
+        return _runner[0]
+
+
+def _retire_runner_loop(loop):
+    """A run's tasks did not stop when cancelled (async code that blocks, or that ignores
+    cancellation), so `loop` may be held for good: later runs get a new loop, and this one's thread
+    ends whenever the loop is free again."""
+    global _runner
+    with _runner_lock:
+        if _runner is not None and _runner[0] is loop:
+            _runner = None
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def _forget_runner_loop():  # in a forked child the loop's thread does not exist
+    global _runner, _runner_lock
+    _runner, _runner_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_runner_loop)
+
+
 class _Engine:
     """The event-loop side: runs tasks and scorers, puts ItemResults on `results`."""
 
@@ -348,10 +400,15 @@ class _Engine:
         self.stopping = False
         self.started = 0  # items handed to workers
 
-    def run(self, items):
+    def start(self, items):
+        """Run the items on the runner loop; `done` is set when they are finished or cancelled."""
+        self.loop = runner_loop()
+        asyncio.run_coroutine_threadsafe(self._run(items), self.loop)
+
+    async def _run(self, items):
         try:
-            asyncio.run(self._main(items))
-        except BaseException as error:  # reported to the calling thread, which records what finished
+            await self._main(items)
+        except BaseException as error:  # reported to the recording thread, which records what finished
             self.crash = error
         finally:
             self.ready.set()
@@ -374,7 +431,10 @@ class _Engine:
         executor = _DaemonExecutor(self.concurrency, "evaluate")
         try:
             context = _Context(executor)
-            workers = [asyncio.create_task(self._worker(iterator, context), name=f"evaluate-worker-{n}")
+            # Names unique to this engine: the loop watch reads a stalling worker's activity by name,
+            # and runs started concurrently share the runner loop.
+            prefix = f"evaluate-{next(_ENGINE_NUMBERS)}-worker"
+            workers = [asyncio.create_task(self._worker(iterator, context), name=f"{prefix}-{n}")
                        for n in range(self.concurrency)]
             beat = asyncio.create_task(self.watch.beat())
             watchdog = threading.Thread(target=self.watch.watch, args=(self.loop,), name="evaluate-watch", daemon=True)
@@ -541,36 +601,73 @@ class _DaemonExecutor(Executor):
 
 
 class _Interrupts:
-    """SIGINT and SIGTERM as cooperative cancellation, for the calling thread's loop to poll.
+    """SIGINT and SIGTERM as cooperative cancellation, for the recording thread to poll.
 
-    Installed only in the main thread (the only one Python delivers signals to). The first signal
-    sets `signal`; nothing is raised, so no KeyboardInterrupt lands inside a COPY. A second one
-    exits the process at once (128 + the signal), without a traceback: the person asked twice.
+    Installed only from the main thread (the only one Python delivers signals to). The first signal
+    sets `signal` on every run in progress; nothing is raised, so no KeyboardInterrupt lands inside a
+    COPY. A second one means the person asked twice: from a command or script (`exit_on_second`) the
+    process exits at once (128 + the signal) without a traceback; in a notebook or under a running
+    event loop, where exiting would kill the kernel, it raises KeyboardInterrupt in the waiting caller
+    instead and the run finishes cancelling in the background. `cancel()` is the same request without
+    a signal: aevaluate()'s caller was cancelled.
+
+    Handlers are shared while runs overlap (several aevaluate() calls gathered in one loop): the first
+    run to start installs them, the last to end puts the previous ones back.
     """
 
-    def __init__(self):
+    _active: list["_Interrupts"] = []  # touched only in the main thread, like the handlers themselves
+    _previous: dict[int, Any] = {}
+
+    def __init__(self, exit_on_second: bool = True):
         self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.cancelled = False
+        self.exit_on_second = exit_on_second
+        self._installed = False
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None or self.cancelled
+
+    def cancel(self):
+        self.cancelled = True
 
     def install(self):
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if not _Interrupts._active:
             for number in (signal.SIGINT, signal.SIGTERM):
-                self._previous[number] = signal.signal(number, self._handle)
+                _Interrupts._previous[number] = signal.signal(number, _Interrupts._route)
+        _Interrupts._active.append(self)
+        self._installed = True
 
     def restore(self):
-        for number, previous in self._previous.items():
-            signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
-        self._previous = {}
-
-    def _handle(self, number, frame):
-        if self.signal is None:
-            self.signal = number
-            os.write(2, f"\nInterrupted ({signal.Signals(number).name}): cancelling, writing what finished; "
-                        "interrupt again to exit at once.\n".encode())
+        if not self._installed:
             return
-        os.write(2, f"\nInterrupted again ({signal.Signals(number).name}): exiting at once, without writing "
-                    "what is left; the run will show as interrupted.\n".encode())
-        os._exit(128 + number)
+        self._installed = False
+        _Interrupts._active.remove(self)
+        if not _Interrupts._active:
+            for number, previous in _Interrupts._previous.items():
+                signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+            _Interrupts._previous = {}
+
+    @staticmethod
+    def _route(number, frame):
+        active = list(_Interrupts._active)
+        name = signal.Signals(number).name
+        if any(interrupts.signal is None for interrupts in active):
+            for interrupts in active:
+                interrupts.signal = interrupts.signal or number
+            again = ("interrupt again to exit at once" if all(i.exit_on_second for i in active)
+                     else "interrupt again to stop waiting")
+            os.write(2, f"\nInterrupted ({name}): cancelling, writing what finished; {again}.\n".encode())
+            return
+        if number == signal.SIGTERM or all(interrupts.exit_on_second for interrupts in active):
+            os.write(2, f"\nInterrupted again ({name}): exiting at once, without writing what is left; the "
+                        "run will show as interrupted.\n".encode())
+            os._exit(128 + number)
+        os.write(2, f"\nInterrupted again ({name}): no longer waiting; the run finishes cancelling in the "
+                    "background.\n".encode())
+        raise KeyboardInterrupt
 
 
 class _DeadlineExpired(Exception):
@@ -618,6 +715,10 @@ def storable_json(value, what: str):
     Strings, keys included, go through storable_text. Raises _Unstorable naming the place for what
     JSON has no form for: NaN and infinities, objects that are not JSON, integers too long to write.
     """
+    if isinstance(value, str):  # the common cases, without a walk and a trial encoding
+        return storable_text(value)
+    if isinstance(value, dict | list) and not value:
+        return value, 0
     replaced = 0
 
     def clean(value):
@@ -916,7 +1017,8 @@ def comparison_url(run: EvaluationRun) -> str:
     return f"{settings.PUBLIC_URL}/evaluations/{run.evaluation.name}/?run_ids={ids}"
 
 
-def evaluate(
+def _evaluate(
+    interrupts: _Interrupts | None,
     evaluation: Evaluation | str,
     variant: str | None,
     task,
@@ -993,6 +1095,8 @@ def evaluate(
         variant = run.variant_name
         missing = ~Exists(Inference.objects.filter(run=run.id, datapoint=OuterRef("id")))
         datapoints = run.window_datapoints().filter(missing).newest_first()
+        if run.config.get("precision"):  # a precision run goes on in its own seeded order, to its own targets
+            targets, seed = _resolve_precision(evaluators, run.config["precision"]), run.config.get("seed")
     else:
         pinned = True if pinned is None else pinned
         if targets:
@@ -1013,23 +1117,29 @@ def evaluate(
 
     def select_work():
         if targets:  # a seeded random sample, newest first before shuffling so the seed reproduces it
-            work = [(d.id, d.input, d.reference_output) for d in datapoints.only("id", "input", "reference_output")]
+            window = datapoints if resume is None else run.window_datapoints().newest_first()
+            work = list(window.values_list("id", "input", "reference_output"))
             random.Random(seed).shuffle(work)
+            if resume is not None:  # the order the run started in, without what it has recorded
+                left = set(datapoints.values_list("id", flat=True))
+                work = [entry for entry in work if entry[0] in left]
             return work[:max_datapoints]
         chosen = datapoints[:max_datapoints] if max_datapoints is not None else datapoints
-        return [(d.id, d.input, d.reference_output) for d in chosen.only("id", "input", "reference_output")]
+        return list(chosen.values_list("id", "input", "reference_output"))  # tuples: no model instances
 
     if resume is None:
         work = select_work()  # the run is saved below, once no signal can leave it `running`
     else:
         with transaction.atomic():  # the row lock keeps two resumes of one run from running the same datapoints
             run = EvaluationRun.objects.select_for_update().select_related("evaluation").get(id=run.id)
-            if run.status == EvaluationRun.Status.RUNNING:
-                raise ValueError(f"run {run.id} is still running; only a cancelled, failed or completed run can "
-                                 "be resumed")
+            if run.status == EvaluationRun.Status.RUNNING and not run.interrupted:
+                raise ValueError(f"run {run.id} is still running (its process beat "
+                                 f"{(timezone.now() - (run.heartbeat_at or run.started_at)).total_seconds():.0f} s "
+                                 "ago); only a cancelled, failed, interrupted or completed run can be resumed")
             work = select_work()
             previous = _recorded_items(run)
-            if not work and run.status == EvaluationRun.Status.COMPLETED:
+            done = run.status == EvaluationRun.Status.COMPLETED and (not work or "stopped" in run.config)
+            if done:  # every datapoint recorded, or all that its precision targets needed
                 return RunResult(run, run.status, 0, [], _summaries(evaluators, previous, resolved_cutoffs),
                                  time.perf_counter() - started, comparison_url(run), resumed=len(previous),
                                  nothing_to_resume=True)
@@ -1041,6 +1151,8 @@ def evaluate(
     engine = _Engine(task, run_scorers, concurrency, timeout, pinned, results, allow_none)
     if targets:
         engine.stop_when = _PrecisionStop(evaluators, targets)
+        for item in previous or ():  # a resumed precision run counts what it scored before
+            engine.stopping = engine.stop_when(item) or engine.stopping
     recorder = _Recorder(run, variant, pinned, inputs, evaluation)
     items: list[ItemResult] = []
     bar = tqdm(total=len(work), file=sys.stderr, disable=not progress, unit="dp", dynamic_ncols=True,
@@ -1069,11 +1181,13 @@ def evaluate(
         abandoned, never joined, and count as not run."""
         if not engine.done.is_set():
             engine.cancel()
-            engine.done.wait(ABANDON_AFTER_S)
+            if not engine.done.wait(ABANDON_AFTER_S):
+                _retire_runner_loop(engine.loop)
 
-    thread = threading.Thread(target=engine.run, args=(work,), name="evaluate-loop", daemon=True)
-    interrupts = _Interrupts()
-    interrupts.install()  # before the run exists: from here on no signal can leave it `running`
+    own_interrupts = interrupts is None  # else evaluate() or aevaluate() installed them in the main thread
+    if own_interrupts:
+        interrupts = _Interrupts()
+        interrupts.install()  # before the run exists: from here on no signal can leave it `running`
     try:
         run.heartbeat_at = timezone.now()
         if resume is None:
@@ -1081,12 +1195,13 @@ def evaluate(
         else:  # claimed as `running` above, under its row lock
             run.save(update_fields=["heartbeat_at"])
     except BaseException:
-        interrupts.restore()
+        if own_interrupts:
+            interrupts.restore()
         raise
-    thread.start()
+    engine.start(work)
     failure = None
     try:
-        while not engine.done.wait(POLL_S) and interrupts.signal is None:
+        while not engine.done.wait(POLL_S) and not interrupts.requested:
             take_finished()
             recorder.flush_if_due()
             recorder.beat_if_due()
@@ -1111,7 +1226,7 @@ def evaluate(
             if failure is not None:
                 status = EvaluationRun.Status.FAILED
                 run.tags = {**run.tags, FAILURE_TAG: storable_text(failure)[0][:2000]}
-            elif recorder.recorded == len(work) or (engine.stopping and interrupts.signal is None
+            elif recorder.recorded == len(work) or (engine.stopping and not interrupts.requested
                                                     and not engine.cancelled):
                 status = EvaluationRun.Status.COMPLETED  # every datapoint, or all that precision needed
             else:  # a signal, a task raising CancelledError, or tasks abandoned
@@ -1120,12 +1235,13 @@ def evaluate(
             run.finished_at = run.heartbeat_at = timezone.now()
             run.save(update_fields=["status", "finished_at", "heartbeat_at", "tags"])
         finally:
-            interrupts.restore()
+            if own_interrupts:
+                interrupts.restore()
     if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):
         raise RuntimeError(f"the run failed: {engine.crash!r}") from engine.crash
     stopped = None
     if engine.stopping and status == EvaluationRun.Status.COMPLETED:
-        stopped = _record_stop(run, engine, evaluators, targets, items, len(work))
+        stopped = _record_stop(run, engine, evaluators, targets, (previous or []) + items, len(work))
     elapsed = time.perf_counter() - started
     summarised = items if previous is None else previous + items
     return RunResult(run, status, len(work), items, _summaries(evaluators, summarised, resolved_cutoffs), elapsed,
@@ -1133,3 +1249,89 @@ def evaluate(
                      resumed=None if previous is None else len(previous), stopped=stopped,
                      signal=interrupts.signal if status == EvaluationRun.Status.CANCELLED else None)
 
+
+
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _recording_thread(call, deliver):
+    """Run `call` in a new thread, where Django's ORM may run (it refuses a thread with a running
+    event loop), and hand its outcome to `deliver(result, error)`; the thread's database connection
+    is closed when it ends."""
+    def body():
+        try:
+            result = call()
+        except BaseException as error:
+            deliver(None, error)
+        else:
+            deliver(result, None)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=body, name="evaluate-recorder", daemon=True)
+    thread.start()
+    return thread
+
+
+@functools.wraps(_evaluate)
+def evaluate(*args, **kwargs) -> RunResult:
+    if not _loop_running_here():
+        return _evaluate(None, *args, **kwargs)
+    # Called from a thread with a running event loop (a Jupyter cell, code inside asyncio.run):
+    # the recording moves to its own thread while this one waits; signals stay with this thread.
+    outcome = []
+    interrupts = _Interrupts(exit_on_second=False)
+    interrupts.install()
+    try:
+        _recording_thread(functools.partial(_evaluate, interrupts, *args, **kwargs),
+                          lambda result, error: outcome.append((result, error))).join()
+    finally:
+        interrupts.restore()
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    return result
+
+
+async def aevaluate(*args, **kwargs) -> RunResult:
+    """`await aevaluate(...)`: evaluate() for async code, with the same arguments and result.
+
+    The caller's event loop is never blocked: the run is recorded in a thread of its own, and its
+    tasks run on evalcompare's runner loop (see runner_loop()), like every run's. If the awaiting
+    task is cancelled, the run is cancelled as by Ctrl-C (what finished is written, the run is marked
+    `cancelled`) and CancelledError is raised once that is done.
+    """
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+
+    def deliver(result, error):
+        def settle():
+            if not finished.done():
+                finished.set_exception(error) if error is not None else finished.set_result(result)
+        with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(settle)
+
+    interrupts = _Interrupts(exit_on_second=False)
+    interrupts.install()
+    try:
+        _recording_thread(functools.partial(_evaluate, interrupts, *args, **kwargs), deliver)
+        try:
+            return await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            interrupts.cancel()
+            with contextlib.suppress(BaseException):  # cancelled again: it finishes in the background
+                await asyncio.shield(finished)
+            raise
+    finally:
+        interrupts.restore()
+
+
+_PUBLIC_SIGNATURE = inspect.signature(_evaluate).replace(
+    parameters=list(inspect.signature(_evaluate).parameters.values())[1:])
+evaluate.__signature__ = aevaluate.__signature__ = _PUBLIC_SIGNATURE
+del evaluate.__wrapped__

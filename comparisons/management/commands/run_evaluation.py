@@ -1,7 +1,9 @@
 import json
 import math
+import os
 import re
 import signal
+import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -147,6 +149,13 @@ class Command(BaseCommand):
             )
         except (ValueError, ScorerError, ImportError) as error:
             raise CommandError(str(error), returncode=2) from error
+        except BrokenPipeError:
+            # The reader went away (`... --format jsonl | head -1`): the run stopped and is recorded as
+            # failed with what finished. Exit as a process killed by SIGPIPE would, without a traceback.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.stderr.write("The output was closed (broken pipe): the run stopped and is recorded as failed, with "
+                              "what had finished.")
+            raise SystemExit(128 + signal.SIGPIPE) from None
 
         if jsonl:
             self.stdout.write(json.dumps(result.as_dict(), ensure_ascii=False, default=str))
