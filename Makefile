@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: setup demo test lint benchmark clean static
+.PHONY: setup demo test lint benchmark clean static release-check release rollback
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "evalcompare needs Python 3.11 or newer (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
@@ -42,3 +42,19 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) .pgdata staticfiles
+
+# --- Releases (README "Deploy"): image smoke test, versioned release, rollback -------------------
+# `make release-check`: build the wheel and the image, smoke-test the image's filesystem in a chroot
+# (root, podman and debootstrap needed). IMAGE=evalcompare:x.y.z to tag it otherwise.
+release-check: setup
+	scripts/release-check
+
+# `make release VERSION=x.y.z`: refuses a dirty tree or failing tests; commits, tags, builds, writes releases/x.y.z.json.
+release: setup
+	@test -n "$(VERSION)" || { echo "usage: make release VERSION=x.y.z" >&2; exit 2; }
+	$(BIN)/python -m evalcompare.release $(VERSION) $(RELEASE_ARGS)
+
+# `make rollback TO=x.y.z`: migrates the database back to that release and prints the image to redeploy.
+rollback: setup
+	@test -n "$(TO)" || { echo "usage: make rollback TO=x.y.z (a release with a manifest in releases/)" >&2; exit 2; }
+	$(MANAGE) rollback $(TO)
