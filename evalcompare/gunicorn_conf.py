@@ -53,7 +53,7 @@ accesslog = "-"  # stdout; errors go to stderr
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms'
 proc_name = "evalcompare"
 # Heartbeat files in memory: a container's /tmp may be an overlay filesystem that stalls writes.
-if os.path.isdir("/dev/shm"):
+if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):  # a chroot's may not be writable
     worker_tmp_dir = "/dev/shm"
 # gunicorn ≥ 25 opens a control socket at one fixed path per user: several servers on one machine
 # (tests, the benchmark) would collide on it, and it is not used.
