@@ -545,6 +545,7 @@ def measure_diff(scale: Scale) -> dict:
 
 
 RUNNER_10K = {"items": 10_000, "concurrency": 200, "latency_s": 0.05}
+RUNNER_10K_TINY = {"items": 1_000, "concurrency": 200, "latency_s": 0.01}  # the tiny scale's smoke test
 
 
 def measure_runner(scale: Scale) -> dict:
@@ -579,8 +580,10 @@ def measure_runner(scale: Scale) -> dict:
         results[f"{key}_overhead_ratio"] = statistics.median(samples) / ideal
     EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION).delete()
 
-    _ensure_runner_evaluation(RUNNER_EVALUATION + "_10k", RUNNER_10K["items"])
-    code = "import django; django.setup(); from comparisons.benchmark import runner_10k_child; runner_10k_child()"
+    workload = RUNNER_10K_TINY if scale == SCALES["tiny"] else RUNNER_10K
+    _ensure_runner_evaluation(RUNNER_EVALUATION + "_10k", workload["items"])
+    code = ("import django; django.setup(); from comparisons.benchmark import runner_10k_child; "
+            f"runner_10k_child({workload!r})")
     env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "evalcompare.settings",
            "SECRET_KEY": os.environ.get("SECRET_KEY") or "benchmark-only-not-a-secret"}
     child = subprocess.run([sys.executable, "-c", code], env=env, cwd=settings.BASE_DIR, capture_output=True,
@@ -594,7 +597,7 @@ def measure_runner(scale: Scale) -> dict:
     return results
 
 
-def runner_10k_child():
+def runner_10k_child(workload: dict = RUNNER_10K):
     """In a fresh process: the bare asyncio loop, then evaluate(), over the same 10,000 sleeps; prints
     the figures as JSON. Peak RSS is the process's own high-water mark (VmHWM where there is one),
     Django and the runner included."""
@@ -602,7 +605,7 @@ def runner_10k_child():
 
     from comparisons.runner import evaluate
 
-    items, concurrency, latency = RUNNER_10K["items"], RUNNER_10K["concurrency"], RUNNER_10K["latency_s"]
+    items, concurrency, latency = workload["items"], workload["concurrency"], workload["latency_s"]
 
     async def task(input):
         await asyncio.sleep(latency)
