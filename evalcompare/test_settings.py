@@ -12,3 +12,7 @@ STORAGES = {"staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.Stati
 # The test client and the browser tests' live server speak plain HTTP.
 SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 SECURE_HSTS_SECONDS = 0
+
+# The portal's tests launch runs of the demo's offline stand-ins (the default only with DEBUG=1).
+EVALCOMPARE_TASKS = {"demo-offline": "comparisons.demo_tasks:offline_model",
+                     "sample-steady": "tests.sample_tasks:steady"}
