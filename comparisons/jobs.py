@@ -20,16 +20,20 @@ QUEUE = "runs"
 TASK_NAME = "comparisons.run_queued"
 
 
-@app.task(name=TASK_NAME, queue=QUEUE)
-def run_queued(run_id: str):
-    """Run the queued run `run_id` (a new run, or one put back by Resume) to its end."""
+@app.task(name=TASK_NAME, queue=QUEUE, pass_context=True)
+def run_queued(context, run_id: str):
+    """Run the queued run `run_id` (a new run, or one put back by Resume) to its end.
+
+    The run is cancelled cooperatively (what finished is kept) when Stop is pressed, or when the worker
+    shuts down and its --shutdown-graceful-timeout has passed (procrastinate then asks the job to abort):
+    a cancelled run can be resumed."""
     try:
-        _run(run_id)
+        _run(run_id, context.should_abort)
     finally:
         connections.close_all()  # this thread's connection: the worker runs each job in a fresh thread
 
 
-def _run(run_id: str):
+def _run(run_id: str, should_abort):
     run = EvaluationRun.objects.select_related("evaluation__function", "evaluation__dataset").filter(id=run_id).first()
     if run is None or run.status != EvaluationRun.Status.QUEUED:
         return  # deleted, or no longer waiting (e.g. cancelled by Stop while queued)
@@ -52,9 +56,14 @@ def _run(run_id: str):
     try:
         evaluate(run.evaluation, None, task, resume=run, concurrency=config.get("concurrency", 8),
                  pinned=config.get("pinned", True), max_datapoints=max_datapoints, progress=False, scorers=scorers,
-                 should_stop=lambda: EvaluationRun.objects.filter(id=run.id, stop_requested_at__isnull=False).exists())
+                 should_stop=lambda: should_abort() or stop_requested(run))
     except ValueError as error:  # refused before anything ran (e.g. the run's evaluators changed)
         _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {error}")
+
+
+def stop_requested(run: EvaluationRun) -> bool:
+    """Whether Stop was pressed for the run (read from the database: the web process wrote it)."""
+    return EvaluationRun.objects.filter(id=run.id, stop_requested_at__isnull=False).exists()
 
 
 def _end(run: EvaluationRun, status: str, failure: str | None = None):

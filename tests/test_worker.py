@@ -49,10 +49,10 @@ def workers(tmp_path):
     """start(): a worker process on the test database; stopped (SIGTERM, then SIGKILL) at teardown."""
     processes = []
 
-    def start():
+    def start(*args):
         log = open(tmp_path / f"worker-{len(processes)}.log", "w")  # noqa: SIM115 -- closed at teardown
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "procrastinate", "worker", "--queues", "runs"],
+            [sys.executable, "manage.py", "procrastinate", "worker", "--queues", "runs", *args],
             env={**os.environ, "DATABASE_URL": subprocess_database_url(), "DEBUG": "1",
                  "EVALCOMPARE_TASKS": json.dumps(TASKS),
                  "EVALCOMPARE_JUDGE_STANDIN": "comparisons.demo_tasks:offline_judge"},
@@ -166,3 +166,52 @@ def test_the_demo_runs_offline_with_the_model_and_judge_stand_ins(launcher_clien
     assert 0 < sum(verdicts.values_list("value", flat=True)) < 20  # the stand-in model makes seeded mistakes
     page = launcher_client.get(reverse("run_detail", args=[invoices.id])).content.decode()
     assert "field_accuracy" in page
+
+
+def launch_long_run(client, variant):
+    client.post(reverse("run_create", args=["qa"]), {
+        "variant": variant, "task": "sample-steady", "concurrency": "1", "pinned": "on"})
+    run = EvaluationRun.objects.get(variant_name=variant)
+    wait_for(lambda: status(run) == "running" and Inference.objects.filter(run=run).count() >= 5)
+    return run
+
+
+def assert_complete_exactly_once(run):
+    counts = Inference.objects.filter(run=run).values("datapoint").annotate(n=Count("id"))
+    assert len(counts) == DATAPOINTS
+    assert {row["n"] for row in counts} == {1}
+
+
+def test_a_worker_shutting_down_cancels_its_run_which_another_worker_resumes(qa, launcher_client, workers):
+    worker = workers("--shutdown-graceful-timeout", "1")
+    run = launch_long_run(launcher_client, "shutdown")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    assert status(run) == "cancelled"
+    kept = Inference.objects.filter(run=run).count()
+    assert 5 <= kept < DATAPOINTS
+    workers()
+    assert launcher_client.post(reverse("run_resume", args=[run.id])).status_code == 302
+    wait_for(lambda: status(run) == "completed")
+    assert_complete_exactly_once(run)
+
+
+def test_a_killed_worker_leaves_the_run_interrupted_and_resuming_completes_it_exactly_once(
+        qa, launcher_client, workers):
+    worker = workers()
+    run = launch_long_run(launcher_client, "killed")
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(60)
+    assert status(run) == "running"
+    # Its heartbeat is no longer refreshed: once it is older than STALE_AFTER the run shows as interrupted.
+    last_beat = EvaluationRun.objects.get(id=run.id).heartbeat_at
+    stale = last_beat - EvaluationRun.STALE_AFTER - timedelta(seconds=1)
+    EvaluationRun.objects.filter(id=run.id).update(heartbeat_at=stale)
+    page = launcher_client.get(reverse("run_detail", args=[run.id])).content.decode()
+    assert "Interrupted" in page and ">Resume<" in page
+    kept = Inference.objects.filter(run=run).count()
+    assert 5 <= kept < DATAPOINTS
+    workers()
+    assert launcher_client.post(reverse("run_resume", args=[run.id])).status_code == 302
+    wait_for(lambda: status(run) == "completed")
+    assert_complete_exactly_once(run)
