@@ -10,6 +10,13 @@ def _ensure_reviewers_group(sender, using="default", **kwargs):
     reviewers_group()
 
 
+def _ensure_launchers_group(sender, using="default", **kwargs):
+    """After every `migrate`, the Launchers group exists with the permission to launch, stop and resume runs."""
+    from comparisons.launch import launchers_group
+
+    launchers_group()
+
+
 class ComparisonsConfig(AppConfig):
     name = "comparisons"
     verbose_name = "Evaluations"
@@ -17,3 +24,4 @@ class ComparisonsConfig(AppConfig):
 
     def ready(self):
         post_migrate.connect(_ensure_reviewers_group, sender=self, dispatch_uid="comparisons-reviewers-group")
+        post_migrate.connect(_ensure_launchers_group, sender=self, dispatch_uid="comparisons-launchers-group")

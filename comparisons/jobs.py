@@ -46,7 +46,7 @@ def _run(run_id: str, should_abort):
     except (ImportError, ValueError) as error:
         _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {error}")
         return
-    config = run.config
+    config = run.config_object
     max_datapoints = config.get("max_datapoints")
     if max_datapoints is not None and "precision" not in config:
         # Newest first: what the run recorded before were the newest of its first N; the rest of them remain.
@@ -75,11 +75,11 @@ def _end(run: EvaluationRun, status: str, failure: str | None = None):
 
 def task_problem(run: EvaluationRun) -> str | None:
     """Why a worker cannot run `run`'s task (None when it can): only registered tasks and models run."""
-    path = run.config.get("task")
+    path = run.config_object.get("task")
     if path is not None and path not in settings.EVALCOMPARE_TASKS.values():
         return (f"The run's task '{str(path)[:100]}' is not registered in EVALCOMPARE_TASKS: workers only run "
                 "registered tasks (resume it with run_evaluation --resume instead).")
-    if path is None and not run.config.get("model"):
+    if path is None and not run.config_object.get("model"):
         return "The run records no task or model in its config: resume it with run_evaluation --resume --task …"
     return None
 
@@ -89,7 +89,7 @@ def task_for(run: EvaluationRun):
     problem = task_problem(run)
     if problem:
         raise ValueError(problem)
-    config = run.config
+    config = run.config_object
     if config.get("task"):
         return import_callable(config["task"])
     return OpenAIModelTask(model=config["model"], base_url=config.get("base_url") or settings.OPENAI_BASE_URL,
@@ -106,8 +106,8 @@ def judge_standins(run: EvaluationRun) -> dict | None:
     if not path or not judges:
         return None
     scorer = import_callable(path)
-    if run.config.get("judge_standin") != path:
-        run.config = {**run.config, "judge_standin": path}
+    if run.config_object.get("judge_standin") != path:
+        run.config = {**run.config_object, "judge_standin": path}
         run.save(update_fields=["config"])
     return {name: scorer for name in judges}
 

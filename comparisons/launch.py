@@ -19,6 +19,7 @@ from comparisons.models import NAME_VALIDATOR, EvaluationRun
 from comparisons.runner.core import _resolve_precision
 
 LAUNCH_PERMISSION = "comparisons.launch_run"
+LAUNCHERS_GROUP = "Launchers"
 MAX_CONCURRENCY = 64
 MAX_DATAPOINTS = 1_000_000
 MAX_TAGS = 50
@@ -31,6 +32,16 @@ MODEL_NAME = re.compile(r"\A[A-Za-z0-9_.:/@+-]{1,200}\Z")
 def can_launch(user) -> bool:
     """Whether `user` may launch, stop and resume runs."""
     return user.has_perm(LAUNCH_PERMISSION)
+
+
+def launchers_group():
+    """The Launchers group, holding the permission to launch, stop and resume runs (created when missing)."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=LAUNCHERS_GROUP)
+    app_label, codename = LAUNCH_PERMISSION.split(".")
+    group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return group
 
 
 def task_choices() -> list[tuple[str, str]]:

@@ -447,6 +447,11 @@ class EvaluationRun(models.Model):
         return "Interrupted" if self.interrupted else self.get_status_display()
 
     @property
+    def config_object(self) -> dict:
+        """The config when it is a JSON object (the admin can store any JSON there), else {}."""
+        return self.config if isinstance(self.config, dict) else {}
+
+    @property
     def ended(self) -> bool:
         """Whether the run has stopped for good (until resumed): nothing more will change by itself."""
         return self.status not in (self.Status.QUEUED, self.Status.RUNNING) or self.interrupted

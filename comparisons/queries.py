@@ -842,8 +842,9 @@ def run_progress(run: EvaluationRun, *, statistics: bool = True) -> RunProgress:
     ids = Inference.objects.filter(run=run).values_list("id", flat=True)  # no min()/max() for uuid in PostgreSQL
     counts["first"], counts["last"] = ids.order_by("id").first(), ids.order_by("-id").first()
     total = run.window_datapoints().count()
-    if run.config.get("max_datapoints"):
-        total = min(total, run.config["max_datapoints"])
+    limit = run.config_object.get("max_datapoints")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        total = min(total, limit)
     active = run.status == EvaluationRun.Status.RUNNING and not run.interrupted
     elapsed = throughput = eta = None
     if counts["first"] is not None:

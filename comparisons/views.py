@@ -31,6 +31,7 @@ from comparisons.forms import ComparisonForm, CorrectionForm, RevertForm
 from comparisons.ids import parse_uuid
 from comparisons.launch import (
     LAUNCH_PERMISSION,
+    LAUNCHERS_GROUP,
     RunLaunchForm,
     RunStateError,
     can_launch,
@@ -381,7 +382,7 @@ def run_detail(request, run_id):
 def _forbidden_to_launch(request):
     return _error(request, ComparisonError(
         f"Only users with the permission “{LAUNCH_PERMISSION}” can launch, stop or resume runs: ask an "
-        "administrator to grant it.", status=403))
+        f"administrator to add you to the “{LAUNCHERS_GROUP}” group.", status=403))
 
 
 @login_required
@@ -402,10 +403,13 @@ def run_create(request, name):
         url = reverse("run_detail", args=[run.id])
         return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
     template = "comparisons/run_new.html"
-    if _is_fragment_request(request):
-        template += "#run-form"
-    return render(request, template, {"evaluation": evaluation, "form": form},
-                  status=400 if form.is_bound else 200)
+    if not _is_fragment_request(request):
+        return render(request, template, {"evaluation": evaluation, "form": form}, status=400 if form.is_bound else 200)
+    response = render(request, template + "#run-form", {"evaluation": evaluation, "form": form},
+                      status=400 if form.is_bound else 200)
+    retarget(response, "#run-form")  # the refused form, with its messages, in place (errors.js leaves it)
+    reswap(response, "outerHTML")
+    return push_url(response, False)
 
 
 def _run_or_error(request, run_id):

@@ -155,6 +155,7 @@ def test_an_htmx_launch_redirects_the_browser_and_a_bad_form_comes_back_with_its
     assert "Use letters, digits" in body
     assert "less than or equal to 64" in body
     assert "bad name" in body  # the value typed stays in the field
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#run-form", "outerHTML")
     assert not EvaluationRun.objects.exists()
     response = client_launcher.post(reverse("run_create", args=["qa"]), VALID, headers={"HX-Request": "true"})
     run = EvaluationRun.objects.get()
@@ -247,3 +248,13 @@ def test_csrf_is_required_for_every_post(qa, launcher):
                 reverse("run_resume", args=[run.id])):
         assert client.post(url, VALID).status_code == 403
     assert not ProcrastinateJob.objects.exists()
+
+
+def test_the_launchers_group_grants_the_permission(client, qa):
+    from comparisons.launch import LAUNCHERS_GROUP, launchers_group
+
+    user = UserFactory(username="member")
+    user.groups.add(launchers_group())
+    client.force_login(user)
+    assert client.get(reverse("run_create", args=["qa"])).status_code == 200
+    assert launchers_group().name == LAUNCHERS_GROUP
