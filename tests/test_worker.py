@@ -1,12 +1,8 @@
 """A real worker process (`manage.py procrastinate worker`) runs portal-launched runs: launch, watch the
 progress advance, stop (what finished is kept), resume (every datapoint exactly once)."""
 
-import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -16,13 +12,11 @@ from django.db.models import Count
 from django.urls import reverse
 
 from comparisons.models import EvaluationRun, Inference
-from tests.dburl import subprocess_database_url
 from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, UserFactory, at
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker must see the runs, and we its rows
 
 DATAPOINTS = 300
-TASKS = {"sample-steady": "tests.sample_tasks:steady", "demo-offline": "comparisons.demo_tasks:offline_model"}
 
 
 @pytest.fixture
@@ -42,34 +36,6 @@ def launcher_client(client):
     user.user_permissions.add(Permission.objects.get(codename="launch_run", content_type__app_label="comparisons"))
     client.force_login(user)
     return client
-
-
-@pytest.fixture
-def workers(tmp_path):
-    """start(): a worker process on the test database; stopped (SIGTERM, then SIGKILL) at teardown."""
-    processes = []
-
-    def start(*args):
-        log = open(tmp_path / f"worker-{len(processes)}.log", "w")  # noqa: SIM115 -- closed at teardown
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "procrastinate", "worker", "--queues", "runs", *args],
-            env={**os.environ, "DATABASE_URL": subprocess_database_url(), "DEBUG": "1",
-                 "EVALCOMPARE_TASKS": json.dumps(TASKS),
-                 "EVALCOMPARE_JUDGE_STANDIN": "comparisons.demo_tasks:offline_judge"},
-            stdout=log, stderr=subprocess.STDOUT)
-        processes.append((process, log))
-        return process
-
-    yield start
-    for process, log in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 def wait_for(condition, timeout=90):
