@@ -32,6 +32,9 @@ def test_tiny_benchmark_produces_every_key(tmp_path):
         assert results["rows_to_floor_ratio"] == pytest.approx(results["rows_page1_ms"] / results["floor_ms"])
         assert results["deep_to_page1_ratio"] == pytest.approx(results["rows_deep_ms"] / results["rows_page1_ms"])
         assert results["runner_overhead_ratio"] == pytest.approx(results["runner_actual_s"] / results["runner_ideal_s"])
+        assert results["launch_overhead_ratio"] == pytest.approx(results["launch_s"] / results["runner_actual_s"])
+        assert 0 < results["launch_first_progress_s"] < results["launch_s"]
+        assert "launch_overhead_ratio" in out.getvalue()
         assert results["export_rows"] == results["runs_compared"] * _rows_shown(results["runs_compared"])
         assert "rows_page1_ms" in out.getvalue() and "target" in out.getvalue()
         # The datapoint page's word diff of two different 10,000-word outputs, with its target.
