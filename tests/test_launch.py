@@ -258,3 +258,15 @@ def test_the_launchers_group_grants_the_permission(client, qa):
     client.force_login(user)
     assert client.get(reverse("run_create", args=["qa"])).status_code == 200
     assert launchers_group().name == LAUNCHERS_GROUP
+
+
+def test_a_queued_or_running_run_has_a_live_status_chip_in_the_comparison(client_launcher, qa):
+    done = RunFactory(evaluation=qa, status=EvaluationRun.Status.COMPLETED)
+    client_launcher.post(reverse("run_create", args=["qa"]), VALID)
+    queued = EvaluationRun.objects.get(variant_name="portal-v1")
+    page = client_launcher.get(reverse("comparison_detail", args=["qa"]) + f"?run_ids={done.id},{queued.id}")
+    body = page.content.decode()
+    assert reverse("run_progress", args=[queued.id]) + "?view=chip" in body
+    assert reverse("run_progress", args=[done.id]) not in body
+    chip = client_launcher.get(reverse("run_progress", args=[queued.id]) + "?view=chip").content.decode()
+    assert "Queued" in chip and "#1 in queue" in chip and 'hx-trigger="every 1s"' in chip
