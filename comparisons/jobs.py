@@ -43,8 +43,8 @@ def _run(run_id: str, should_abort):
     try:
         task = task_for(run)
         scorers = judge_standins(run)
-    except (ImportError, ValueError) as error:
-        _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {error}")
+    except Exception as error:  # an unregistered task, a module that fails to import, …: said on the run
+        _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {type(error).__name__}: {error}")
         return
     config = run.config_object
     max_datapoints = config.get("max_datapoints")
@@ -57,8 +57,12 @@ def _run(run_id: str, should_abort):
         evaluate(run.evaluation, None, task, resume=run, concurrency=config.get("concurrency", 8),
                  pinned=config.get("pinned", True), max_datapoints=max_datapoints, progress=False, scorers=scorers,
                  should_stop=lambda: should_abort() or stop_requested(run))
-    except ValueError as error:  # refused before anything ran (e.g. the run's evaluators changed)
-        _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {error}")
+    except Exception as error:
+        run.refresh_from_db(fields=["status", "tags"])
+        if run.status == EvaluationRun.Status.QUEUED:  # refused before it started (e.g. a misconfigured judge)
+            _end(run, EvaluationRun.Status.FAILED, f"the run could not start: {type(error).__name__}: {error}")
+        if not isinstance(error, ValueError):
+            raise  # the job fails too, with the traceback in the worker's log
 
 
 def stop_requested(run: EvaluationRun) -> bool:

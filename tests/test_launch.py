@@ -270,3 +270,36 @@ def test_a_queued_or_running_run_has_a_live_status_chip_in_the_comparison(client
     assert reverse("run_progress", args=[done.id]) not in body
     chip = client_launcher.get(reverse("run_progress", args=[queued.id]) + "?view=chip").content.decode()
     assert "Queued" in chip and "#1 in queue" in chip and 'hx-trigger="every 1s"' in chip
+
+
+def test_a_run_that_cannot_start_fails_with_the_reason_instead_of_staying_queued(qa):
+    from comparisons import jobs
+    from comparisons.runner.core import FAILURE_TAG
+
+    unregistered = RunFactory(evaluation=qa, status=EvaluationRun.Status.QUEUED, config={"task": "os:getcwd"})
+    jobs._run(str(unregistered.id), lambda: False)
+    unregistered.refresh_from_db()
+    assert unregistered.status == EvaluationRun.Status.FAILED
+    assert "not registered in EVALCOMPARE_TASKS" in unregistered.tags[FAILURE_TAG]
+
+    EvaluatorFactory(evaluation=qa, name="judge", kind="llm_judge", config={})  # no model: refused at run start
+    misconfigured = RunFactory(evaluation=qa, status=EvaluationRun.Status.QUEUED,
+                               config={"task": "comparisons.demo_tasks:offline_model"})
+    with pytest.raises(Exception, match="needs config.model"):
+        jobs._run(str(misconfigured.id), lambda: False)
+    misconfigured.refresh_from_db()
+    assert misconfigured.status == EvaluationRun.Status.FAILED
+    assert "needs config.model" in misconfigured.tags[FAILURE_TAG]
+    assert not misconfigured.inferences.exists()
+
+
+def test_a_queued_run_stopped_before_its_worker_starts_it_is_cancelled_without_running(qa):
+    from comparisons import jobs
+
+    run = RunFactory(evaluation=qa, status=EvaluationRun.Status.QUEUED,
+                     config={"task": "comparisons.demo_tasks:offline_model"})
+    EvaluationRun.objects.filter(id=run.id).update(stop_requested_at=run.started_at)
+    jobs._run(str(run.id), lambda: False)
+    run.refresh_from_db()
+    assert run.status == EvaluationRun.Status.CANCELLED
+    assert not run.inferences.exists()
