@@ -28,6 +28,7 @@ demo: setup
 	$(MANAGE) runserver 127.0.0.1:8000
 
 test: setup
+	scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -4,7 +4,9 @@ DEBUG=1 turns on development mode (and a development SECRET_KEY). DATABASE_URL s
 PostgreSQL server; without it an embedded PostgreSQL starts in .pgdata/ (see embedded_db.py).
 """
 
+import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -69,9 +71,16 @@ INSTALLED_APPS = [
     "template_partials",
     "procrastinate.contrib.django",
     "comparisons",
+    # Security and operations (issue #12): CSP, login throttling.
+    "csp",
+    "axes",
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before the host check and the HTTPS redirect, so a
+    # container health check or a scraper over plain HTTP on the internal network gets its answer.
+    "evalcompare.ops.OpsEndpointsMiddleware",
+    "evalcompare.ops.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Before sessions, CSRF and every view: control characters in the URL or a form get a 400.
     "evalcompare.middleware.ControlCharacterMiddleware",
@@ -82,6 +91,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into the lock-out page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "evalcompare.urls"
@@ -161,3 +173,71 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
 }
+
+
+# --- Security and operations (issue #12) ---------------------------------------------------------
+
+# Content-Security-Policy (django-csp 4): everything from this origin only; no inline script or style,
+# no eval (htmx's allowEval is off), no plugins, no framing. The charts are inline SVG with attributes.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number ≥ {minimum} (got {raw!r}).")
+    return value
+
+
+# Login throttling (django-axes): after EVALCOMPARE_LOGIN_FAILURE_LIMIT failed logins for one username
+# from one client IP, that pair is refused (429, the lock-out page) for EVALCOMPARE_LOGIN_COOLOFF_MINUTES,
+# right password or not; each attempt during the lock-out starts the cool-off again. A successful login
+# clears the count. Reset by hand: `manage.py axes_reset_username NAME` (or axes_reset, axes_reset_ip).
+AUTHENTICATION_BACKENDS = [
+    "evalcompare.throttling.LoginThrottleBackend",  # axes' AxesStandaloneBackend for requests
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("EVALCOMPARE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("EVALCOMPARE_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# The client IP: REMOTE_ADDR, or behind EVALCOMPARE_TRUSTED_PROXIES proxies that each append to
+# X-Forwarded-For, the address the outermost of them saw (see evalcompare/throttling.py).
+EVALCOMPARE_TRUSTED_PROXIES = env_int("EVALCOMPARE_TRUSTED_PROXIES", 0)
+AXES_CLIENT_IP_CALLABLE = "evalcompare.throttling.client_ip"
+AXES_USERNAME_CALLABLE = "evalcompare.throttling.login_username"
+
+# /healthz, /readyz and /metrics are answered before SecurityMiddleware (evalcompare.ops), so the HTTPS
+# redirect never reaches them; the exemption keeps it so should the middleware order change.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)/?$"]
+
+# With several worker processes (gunicorn), PROMETHEUS_MULTIPROC_DIR is where each writes its request
+# metrics for any worker's /metrics to sum; it must exist before the first request is measured.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+# /metrics: off (404) unless a bearer token or an IP allowlist (addresses or networks, matched against
+# the direct peer, REMOTE_ADDR) is set; with both, a scrape must pass both.
+METRICS_TOKEN = os.environ.get("EVALCOMPARE_METRICS_TOKEN", "")
+try:
+    METRICS_ALLOW = [ipaddress.ip_network(item, strict=False) for item in env_list("EVALCOMPARE_METRICS_ALLOW")]
+except ValueError as error:
+    raise ImproperlyConfigured(
+        f"EVALCOMPARE_METRICS_ALLOW: {error} (give addresses or networks, comma-separated).") from error

@@ -1,3 +1,4 @@
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -54,3 +55,24 @@ def test_postgres_orders_uuid7_ids_by_time():
         ordered = [row[0] for row in cursor.fetchall()]
     assert [uuid7_time(u) for u in ordered] == sorted(uuid7_time(u) for u, _ in made)
     assert ordered == sorted((u for u, _ in made), key=lambda u: u.bytes)
+
+
+def test_ids_stay_unique_across_random_pool_refills():
+    ids = [uuid7(1_700_000_000_000) for _ in range(3000)]  # one millisecond: the counter wraps, pools refill
+    assert len(set(ids)) == 3000
+
+
+def test_a_forked_child_draws_its_own_random_bits():
+    """The parent's pool of random bytes must not be replayed in a child (same millisecond, same counter)."""
+    uuid7()  # the parent has a pool now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, ",".join(str(uuid7(1_700_000_000_000)) for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = set(os.read(read, 10_000).decode().split(","))
+    os.close(read)
+    parent = {str(uuid7(1_700_000_000_000)) for _ in range(5)}
+    assert len(child) == 5 and not child & parent

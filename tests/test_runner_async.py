@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
+from django.core.exceptions import SynchronousOnlyOperation
 from nbclient import NotebookClient
 
 from comparisons.models import EvaluationRun, Inference
@@ -56,6 +57,8 @@ def test_aevaluate_in_asyncio_run_records_what_evaluate_records(evaluation):
 def test_evaluate_called_inside_asyncio_run_records_off_the_loop(evaluation):
     async def main():
         loop_thread = threading.current_thread()
+        with pytest.raises(SynchronousOnlyOperation):  # what evaluate() must work around
+            EvaluationRun.objects.count()
         result = evaluate(evaluation, "inside", sample_tasks.sync_task, progress=False)
         return loop_thread, result
 
@@ -166,6 +169,7 @@ NOTEBOOK_SETUP = """
 import os, sys
 os.environ.update(DJANGO_SETTINGS_MODULE="evalcompare.settings", DEBUG="1", DATABASE_URL={url!r})
 sys.path.insert(0, {root!r})
+os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # Django's check stays on, as in anyone's notebook
 import asyncio, django, httpx
 django.setup()
 from comparisons.runner import aevaluate, evaluate
@@ -177,7 +181,13 @@ def test_a_real_notebook_calls_evaluate_and_aevaluate(evaluation, echo_server):
     """A Jupyter kernel (ipykernel, through nbclient) runs its cells on a running event loop."""
     cells = [
         NOTEBOOK_SETUP.format(url=subprocess_database_url(), root=str(ROOT)),
-        "asyncio.get_running_loop()  # a cell runs with the kernel's loop running",
+        # A cell runs with the kernel's loop running, so Django refuses the ORM in it.
+        "asyncio.get_running_loop()\n"
+        "from django.core.exceptions import SynchronousOnlyOperation\n"
+        "try:\n"
+        "    django.contrib.auth.models.User.objects.count()\n"
+        "except SynchronousOnlyOperation:\n"
+        "    print('the ORM is refused in a cell')",
         # A plain call, as people write it in a cell.
         'first = evaluate("qa", "nb-sync", sample_tasks.sync_task, progress=False)\n'
         'print(first.status, len(first.items))',
@@ -195,6 +205,7 @@ def test_a_real_notebook_calls_evaluate_and_aevaluate(evaluation, echo_server):
     NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = ["".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
                for cell in notebook.cells]
+    assert outputs[1].strip() == "the ORM is refused in a cell"
     assert outputs[2].split() == ["completed", "12"]
     assert outputs[3].split() == ["completed", "12", "1.0"]
     assert outputs[4].split() == ["completed", "12", "1.0"]

@@ -716,6 +716,10 @@ def storable_json(value, what: str):
     Strings, keys included, go through storable_text. Raises _Unstorable naming the place for what
     JSON has no form for: NaN and infinities, objects that are not JSON, integers too long to write.
     """
+    if isinstance(value, str):  # the common cases, without a walk and a trial encoding
+        return storable_text(value)
+    if isinstance(value, dict | list) and not value:
+        return value, 0
     replaced = 0
 
     def clean(value):

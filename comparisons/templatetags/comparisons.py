@@ -106,3 +106,22 @@ def json_pairs(value) -> list[tuple[str, str]]:
         return [("", json.dumps(value, ensure_ascii=False))]
     return [(str(key), item if isinstance(item, str) else json.dumps(item, ensure_ascii=False))
             for key, item in value.items()]
+
+
+@register.simple_tag
+def evalcompare_version() -> str:
+    """The running version (package metadata), for the page footer."""
+    import evalcompare
+
+    return evalcompare.__version__
+
+
+@register.filter
+def duration_text(value) -> str:
+    """A timedelta in words, to the minute: '15 minutes', '1 hour 30 minutes'."""
+    minutes = max(round(value.total_seconds() / 60), 1)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours} hour{'s' if hours != 1 else ''}"] if hours else []
+    if minutes or not hours:
+        parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
+    return " ".join(parts)
