@@ -2,10 +2,16 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _ensure_reviewers_group(sender, using="default", **kwargs):
+def _ensure_reviewers_group(sender, using="default", apps=None, **kwargs):
     """After every `migrate`, the Reviewers group exists with the permission to correct values (the
     permission itself is created by post_migrate too, so this runs after auth's handler)."""
     from comparisons.reviewers import reviewers_group
+
+    try:
+        if apps is not None:
+            apps.get_model("comparisons", "Feedback")
+    except LookupError:  # comparisons is not migrated (yet, or rolled back to zero): nothing to grant
+        return
 
     reviewers_group()
 

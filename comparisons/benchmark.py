@@ -79,6 +79,7 @@ def use_database(name: str, *, create: bool) -> bool:
                 cursor.execute(f'CREATE DATABASE "{name}"')
                 created = True
     connection.close()
+    connection.close_pool()  # a pool's connections belong to the database it was made for
     settings.DATABASES["default"]["NAME"] = name
     connection.settings_dict["NAME"] = name
     return created
@@ -348,13 +349,17 @@ def floor_queries(comparison) -> dict[str, tuple[str, dict]]:
 def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True) -> dict:
     """Every figure of the benchmark, in milliseconds unless named otherwise."""
     import psutil
-    from django.test import Client
+    from django.test import Client, override_settings
 
     from comparisons.models import Evaluation, EvaluationRun, Feedback, Inference
 
     scale = SCALES[scale_name]
     # Measure as in production: with DEBUG on, Django would also log every query it runs.
     settings.DEBUG = False
+    # The views, not the static files: plain static names, so no collectstatic manifest is needed here
+    # (the load test serves the collected, hashed files with gunicorn).
+    override_settings(STORAGES={**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}, WHITENOISE_AUTOREFRESH=True).enable()
     settings.SECURE_SSL_REDIRECT = False  # the test client speaks plain HTTP
     if "testserver" not in settings.ALLOWED_HOSTS:
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
@@ -468,6 +473,18 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
 
     results["kept_tables_drift"] = len(find_drift(all_runs[-main:]))
     return results
+
+
+def measure_load(runs_compared: list[int], **options) -> dict:
+    """The load test (comparisons/loadtest.py) on the runs `measure` compares: the page, and page 2's rows
+    fragment, the first one its infinite scroll loads."""
+    from comparisons.loadtest import measure_load as load
+    from comparisons.models import EvaluationRun
+
+    run_ids = list(EvaluationRun.objects.filter(evaluation__name=EVALUATION).order_by("id")
+                   .values_list("id", flat=True))[-(5 if 5 in runs_compared else max(runs_compared)):]
+    page1 = list(rows_queryset(resolve_comparison(EVALUATION, run_ids), RowQuery()).values_list("id", flat=True)[:100])
+    return load(EVALUATION, run_ids, str(page1[-1]), database_url=database_url(), **options)
 
 
 def measure_feedback_writes(scale: Scale, run_ids) -> dict:

@@ -1,11 +1,12 @@
-"""Loads the demo data in fixtures/demo.json (written by fixtures/generate_demo.py). Idempotent."""
+"""Loads the demo data in comparisons/demo_data/demo.json (written by fixtures/generate_demo.py). Idempotent.
+
+The file is package data, so an installed wheel loads the demo too."""
 
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
@@ -23,7 +24,7 @@ from comparisons.models import (
 )
 from comparisons.reviewers import reviewers_group
 
-DEMO_FILE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+DEMO_FILE = Path(__file__).resolve().parent / "demo_data" / "demo.json"
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "evalcompare-demo"
 

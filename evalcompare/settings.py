@@ -46,6 +46,16 @@ def env_flag(name: str, default: bool) -> bool:
     return default if value is None or value == "" else value.lower() in {"1", "true", "yes", "on"}
 
 
+def env_int(name: str, default: int, *, minimum: int) -> int:
+    """A whole number ≥ `minimum` from the environment, or a clear ImproperlyConfigured naming the variable."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number ≥ {minimum} (got {value!r}).")
+    return int(value)
+
+
 # HTTPS: on by default in production (DEBUG off), off in development. Behind a proxy that ends TLS,
 # set SECURE_PROXY_SSL_HEADER=1 so Django trusts its X-Forwarded-Proto header.
 SECURE_SSL_REDIRECT = env_flag("SECURE_SSL_REDIRECT", not DEBUG)
@@ -82,6 +92,9 @@ MIDDLEWARE = [
     "evalcompare.ops.OpsEndpointsMiddleware",
     "evalcompare.ops.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (hashed, compressed) are answered here, before sessions and the rest.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "evalcompare.cache_headers.PrivateNoStoreMiddleware",
     # Before sessions, CSRF and every view: control characters in the URL or a form get a 400.
     "evalcompare.middleware.ControlCharacterMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -101,7 +114,7 @@ ROOT_URLCONF = "evalcompare.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [Path(__file__).resolve().parent / "templates"],  # inside the package, so the wheel has them
         "APP_DIRS": True,
         "OPTIONS": {
             "builtins": ["template_partials.templatetags.partials", "comparisons.templatetags.comparisons"],
@@ -116,19 +129,39 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "evalcompare.wsgi.application"
 
+# Database: DATABASE_URL, any PostgreSQL URL. The embedded PostgreSQL (embedded_db.py) is for
+# development only: it starts when DEBUG=1 or EVALCOMPARE_EMBEDDED_DB=1 and DATABASE_URL is unset.
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if not DATABASE_URL:
+    if not (DEBUG or env_flag("EVALCOMPARE_EMBEDDED_DB", False)):
+        raise ImproperlyConfigured(
+            "DATABASE_URL is not set. Set DATABASE_URL to a PostgreSQL URL "
+            "(postgresql://user:password@host:5432/name), or EVALCOMPARE_EMBEDDED_DB=1 (or DEBUG=1) "
+            "to start the embedded development PostgreSQL."
+        )
     from evalcompare.embedded_db import embedded_database_url
 
     DATABASE_URL = embedded_database_url(Path(os.environ.get("PGDATA_DIR", BASE_DIR / ".pgdata")))
 if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
     raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:port/name).")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# Django's psycopg connection pool, per process: at most DATABASE_POOL_SIZE connections, so a server holds
+# at most gunicorn workers × pool size. A sync worker serves one request at a time on one connection;
+# a CSV export borrows 3 more for its prefetching threads, hence 4. 0 turns the pool off (persistent
+# connections instead). With health checks on, the pool checks a connection before lending it, so one
+# broken by a database restart is replaced rather than handed to a request.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 4, minimum=0)
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0 if DATABASE_POOL_SIZE else 60,
+                                              conn_health_checks=True)}
 # A socket directory given as ?host=... (the embedded server's URL) belongs in HOST like any host.
 _options = DATABASES["default"].setdefault("OPTIONS", {})  # absent for a plain URL without ?options
 if "host" in _options and not DATABASES["default"]["HOST"]:
     DATABASES["default"]["HOST"] = _options.pop("host")
     DATABASES["default"]["PORT"] = _options.pop("port", "")
+if DATABASE_POOL_SIZE:
+    # Connections open on demand (min_size 0: a sync worker then holds exactly one; with a connection
+    # opened up front, the first request would open a second beside it) and close after 10 idle
+    # minutes. A request waits up to 10 s for a free connection, then fails rather than hang its worker.
+    _options["pool"] = {"min_size": 0, "max_size": DATABASE_POOL_SIZE, "timeout": 10}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -147,8 +180,15 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files: `collectstatic` writes them, with content-hashed names and gzip copies, to
+# STATIC_ROOT (default: staticfiles/ in the checkout); WhiteNoise serves them from there, hashed names
+# cached for a year. With DEBUG=1 they are served unhashed from the apps' static/ folders.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Public base URL used in links printed by commands (e.g. the runner's comparison URL).
 PUBLIC_URL = os.environ.get("EVALCOMPARE_URL", "http://127.0.0.1:8000").rstrip("/")

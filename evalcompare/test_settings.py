@@ -3,11 +3,16 @@
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-never-used-outside-the-test-suite")
+# Without DATABASE_URL the suite runs on the embedded PostgreSQL (pytest-django makes its test_ database there).
+os.environ.setdefault("EVALCOMPARE_EMBEDDED_DB", "1")
 
 from evalcompare.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-STORAGES = {"staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+# The suite runs no collectstatic: plain names, and WhiteNoise looks files up per request instead of
+# scanning a STATIC_ROOT that does not exist (tests/test_serving.py covers the hashed production files).
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+WHITENOISE_AUTOREFRESH = True
 
 # The test client and the browser tests' live server speak plain HTTP.
 SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from comparisons import benchmark
+from comparisons import benchmark, loadtest
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,3 +123,32 @@ def test_bad_arguments_are_refused():
         call_command("benchmark", "--scale", "tiny", "--runs-compared", "0", stdout=StringIO())
     with pytest.raises(CommandError, match="--runs-compared takes"):
         call_command("benchmark", "--scale", "tiny", "--runs-compared", "two", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tiny_load_test_serves_logged_in_clients_through_gunicorn(tmp_path):
+    """`--load-only` at a tiny size: gunicorn (DEBUG off) on loopback, every key, no errors. No time is asserted."""
+    target = tmp_path / "load.json"
+    original = connection.settings_dict["NAME"]
+    out = StringIO()
+    call_command("benchmark", "--scale", "tiny", "--load-only", "--load-clients", "3", "--load-seconds", "2",
+                 "--load-workers", "2", "--json", str(target), "--no-progress", stdout=out, stderr=StringIO())
+    assert connection.settings_dict["NAME"] == original
+    results = json.loads(target.read_text())
+    for key in loadtest.LOAD_KEYS:
+        assert key in results, key
+    assert results["load_errors"] == 0, results["load_error_examples"]
+    assert results["load_requests"] >= 2 and results["load_requests_per_s"] > 0
+    assert results["load_page_p95_ms"] > 0 and results["load_rows_p95_ms"] > 0
+    assert results["load_server_cpu_ms_per_request"] > 0  # the workers' CPU time was read
+    # Sampled from pg_stat_activity: the server's connections, one per sync worker (within workers × pool size).
+    assert 1 <= results["load_db_connections_max"] <= 2
+    assert "load_rows_p95_ms" in out.getvalue() and "≤ 800" in out.getvalue()
+    assert "rows_page1_ms" not in out.getvalue()  # --load-only measures nothing else
+
+
+def test_bad_load_arguments_are_refused():
+    for option, value in (("--load-clients", "0"), ("--load-clients", "500"), ("--load-seconds", "3600"),
+                          ("--load-workers", "0")):
+        with pytest.raises(CommandError, match="--load-clients must be 1–200"):
+            call_command("benchmark", "--scale", "tiny", "--load", option, value, stdout=StringIO())

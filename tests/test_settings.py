@@ -9,11 +9,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args, **env):
-    # As a deployment would run it: no test-only variables (the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE).
+    # As a deployment would run it: no test-only variables (the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE),
+    # a DATABASE_URL of its own (these checks do not connect).
     base = {k: v for k, v in os.environ.items()
-            if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE")}
+            if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "EVALCOMPARE_EMBEDDED_DB")}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**base, **env})
+                          timeout=120, env={**base, "DATABASE_URL": "postgresql://db.example/evalcompare", **env})
 
 
 def test_production_settings_pass_check_deploy_with_secure_defaults():
