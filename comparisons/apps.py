@@ -16,10 +16,17 @@ def _ensure_reviewers_group(sender, using="default", apps=None, **kwargs):
     reviewers_group()
 
 
-def _ensure_launchers_group(sender, using="default", **kwargs):
+def _ensure_launchers_group(sender, using="default", apps=None, **kwargs):
     """After every `migrate`, the Launchers group exists with the permission to launch, stop and resume runs."""
     from comparisons.launch import launchers_group
 
+    if apps is not None:
+        try:
+            run = apps.get_model("comparisons", "EvaluationRun")
+        except LookupError:  # comparisons is not migrated (yet, or rolled back to zero): nothing to grant
+            return
+        if "launch_run" not in dict(run._meta.permissions):  # rolled back to before the permission (0013)
+            return
     launchers_group()
 
 
