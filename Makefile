@@ -16,10 +16,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The worker runs beside the web server (portal-launched runs); Ctrl-C or the end of runserver stops it.
+# The demo's LLM judges are scored by an offline stand-in unless EVALCOMPARE_JUDGE_STANDIN says otherwise
+# (set it empty to call the real judge at OPENAI_BASE_URL).
 demo: setup
 	DEBUG=1 $(MANAGE) migrate --noinput
 	DEBUG=1 $(MANAGE) load_demo
-	DEBUG=1 $(MANAGE) runserver 127.0.0.1:8000
+	@export DEBUG=1 EVALCOMPARE_JUDGE_STANDIN="$${EVALCOMPARE_JUDGE_STANDIN-comparisons.demo_tasks:offline_judge}"; \
+	$(MANAGE) procrastinate worker --queues runs --shutdown-graceful-timeout 2 & worker=$$!; \
+	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	$(MANAGE) runserver 127.0.0.1:8000
 
 test: setup
 	scripts/ensure-chromium

@@ -461,6 +461,8 @@ def measure(scale_name: str, runs_compared: list[int], *, progress: bool = True)
 
     log("measuring the runner …")
     results.update(measure_runner(scale))
+    log("measuring runs launched from the portal (a worker process) …")
+    results.update(measure_launch(scale, client, results["runner_actual_s"]))
     log("measuring the word diff …")
     results.update(measure_diff(scale))
 
@@ -597,6 +599,82 @@ def measure_runner(scale: Scale) -> dict:
     return results
 
 
+LAUNCH_TASK = "bench-sleep"
+
+
+async def bench_sleep_task(input):
+    """The launch benchmark's task, run by a worker process: sleeps EVALCOMPARE_BENCH_LATENCY_S."""
+    await asyncio.sleep(float(os.environ.get("EVALCOMPARE_BENCH_LATENCY_S", "0.05")))
+    return f"a{input['q']}"
+
+
+def measure_launch(scale: Scale, client, cli_s: float) -> dict:
+    """Runs launched through the New-run form and run by a real worker process, on the runner
+    benchmark's work (`runner_items` × `runner_latency_s` at concurrency 50), with an idle worker:
+    `launch_first_progress_s`, from the POST to the first recorded datapoint (what the progress
+    fragment counts); `launch_s`, from the POST to the run's final status; `launch_overhead_ratio`,
+    launch_s over the command-line runner's time for the same work (`runner_actual_s`)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    from comparisons.models import EvaluationRun, Inference
+
+    get_user_model().objects.get(username="bench").user_permissions.add(
+        Permission.objects.get(codename="launch_run", content_type__app_label="comparisons"))
+    path = "comparisons.benchmark:bench_sleep_task"
+    settings.EVALCOMPARE_TASKS = {**settings.EVALCOMPARE_TASKS, LAUNCH_TASK: path}  # the form lists it
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "evalcompare.settings",
+           "SECRET_KEY": os.environ.get("SECRET_KEY") or "benchmark-only-not-a-secret",
+           "EVALCOMPARE_TASKS": json.dumps({LAUNCH_TASK: path}),
+           "EVALCOMPARE_BENCH_LATENCY_S": repr(scale.runner_latency_s)}
+    env.pop("DEBUG", None)
+    log = open(os.devnull, "w")  # noqa: SIM115 -- closed below
+    worker = subprocess.Popen([sys.executable, "manage.py", "procrastinate", "worker", "--queues", "runs"],
+                              env=env, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait(condition, what):
+        deadline = time.perf_counter() + 300
+        while not condition():
+            if worker.poll() is not None:
+                raise RuntimeError(f"the benchmark's worker exited ({worker.returncode}) while {what}")
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"the launch benchmark timed out while {what}")
+            time.sleep(0.002)
+
+    def launch(variant):
+        started = time.perf_counter()
+        response = client.post(f"/evaluations/{RUNNER_EVALUATION}/runs/new/", {
+            "variant": variant, "task": LAUNCH_TASK, "concurrency": "50", "pinned": "on"})
+        if response.status_code != 302:
+            raise RuntimeError(f"launching failed: HTTP {response.status_code}")
+        run = EvaluationRun.objects.get(evaluation__name=RUNNER_EVALUATION, variant_name=variant)
+        wait(lambda: Inference.objects.filter(run=run).exists(), "waiting for the first progress")
+        first = time.perf_counter() - started
+        ended = (EvaluationRun.Status.COMPLETED, EvaluationRun.Status.FAILED, EvaluationRun.Status.CANCELLED)
+        wait(lambda: EvaluationRun.objects.filter(id=run.id, status__in=ended).exists(), "waiting for the run")
+        total = time.perf_counter() - started
+        if (EvaluationRun.objects.get(id=run.id).status != EvaluationRun.Status.COMPLETED
+                or Inference.objects.filter(run=run, error__isnull=True).count() != scale.runner_items):
+            raise RuntimeError("a launched benchmark run did not complete every item")
+        return first, total
+
+    try:
+        launch("bench-launch-warm-up")  # the worker's start-up and first imports are not a launch's
+        samples = [launch(f"bench-launch-{k}") for k in range(3)]
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        log.close()
+        EvaluationRun.objects.filter(evaluation__name=RUNNER_EVALUATION).delete()
+    first = statistics.median(sample[0] for sample in samples)
+    total = statistics.median(sample[1] for sample in samples)
+    return {"launch_first_progress_s": first, "launch_s": total, "launch_overhead_ratio": total / cli_s}
+
+
 def runner_10k_child(workload: dict = RUNNER_10K):
     """In a fresh process: the bare asyncio loop, then evaluate(), over the same 10,000 sleeps; prints
     the figures as JSON. Peak RSS is the process's own high-water mark (VmHWM where there is one),
@@ -649,14 +727,16 @@ JSON_KEYS = ["scale", "datapoints", "inferences", "feedback", "rows_page1_ms", "
              "filtered_ms", "sorted_ms",
              "export_rows_per_s", "export_peak_rss_mb", "runner_ideal_s", "runner_actual_s", "runner_overhead_ratio",
              "runner_sync_actual_s", "runner_sync_overhead_ratio", "runner_10k_bare_s", "runner_10k_s",
-             "runner_10k_ratio", "runner_10k_peak_rss_mb",
+             "runner_10k_ratio", "runner_10k_peak_rss_mb", "launch_first_progress_s", "launch_s",
+             "launch_overhead_ratio",
              "feedback_write_ms", "feedback_batch_rows_per_s", "kept_tables_drift", "diff_10k_words_ms",
              "diff_10k_words_similar_ms"]
 TARGETS = {"rows_to_floor_ratio": ("≤", 2), "deep_to_page1_ratio": ("≤", 1.2), "stats_ms": ("≤", 300),
            "search_ms": ("≤", 50), "filtered_ms": ("≤", 500), "sorted_ms": ("≤", 500),
            "export_rows_per_s": ("≥", 50_000), "export_peak_rss_mb": ("≤", 150), "runner_overhead_ratio": ("≤", 1.10),
            "runner_sync_overhead_ratio": ("≤", 1.15), "runner_10k_ratio": ("≤", 1.15),
-           "runner_10k_peak_rss_mb": ("≤", 150),
+           "runner_10k_peak_rss_mb": ("≤", 150), "launch_first_progress_s": ("≤", 1.5),
+           "launch_overhead_ratio": ("≤", 1.25),
            "feedback_write_ms": ("≤", 20), "kept_tables_drift": ("≤", 0),
            "diff_10k_words_ms": ("≤", 300)}
 

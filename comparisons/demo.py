@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
+from comparisons.launch import launchers_group
 from comparisons.models import (
     Datapoint,
     Dataset,
@@ -128,5 +129,5 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
         password = DEMO_PASSWORD
     # Correcting values needs the Reviewers group's permission (a superuser has it anyway; the group
     # shows how to grant it).
-    user.groups.add(reviewers_group())
+    user.groups.add(reviewers_group(), launchers_group())
     return DemoLoad(created=created, username=DEMO_USERNAME, password=password, updated=updated)

@@ -387,6 +387,7 @@ class EvaluationRun(models.Model):
     """One run of an evaluation: a variant's outputs over the dataset as it was at run time."""
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
@@ -401,6 +402,8 @@ class EvaluationRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Refreshed while the run runs; a stale one means its process was killed.")
+    stop_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set by Stop in the portal: the run's worker cancels it cooperatively.")
 
     objects = EvaluationRunQuerySet.as_manager()
 
@@ -413,6 +416,7 @@ class EvaluationRun(models.Model):
             # Run selector and "latest runs": one evaluation's runs, newest first.
             models.Index(fields=["evaluation", "-id"], name="run_recent_idx"),
         ]
+        permissions = [("launch_run", "Can launch, stop and resume runs from the portal")]
 
     def __str__(self):
         return f"{self.variant_name} · {self.started_at:%Y-%m-%d %H:%M} · {str(self.id)[:8]}"
@@ -441,6 +445,21 @@ class EvaluationRun(models.Model):
     @property
     def shown_status_display(self) -> str:
         return "Interrupted" if self.interrupted else self.get_status_display()
+
+    @property
+    def config_object(self) -> dict:
+        """The config when it is a JSON object (the admin can store any JSON there), else {}."""
+        return self.config if isinstance(self.config, dict) else {}
+
+    @property
+    def ended(self) -> bool:
+        """Whether the run has stopped for good (until resumed): nothing more will change by itself."""
+        return self.status not in (self.Status.QUEUED, self.Status.RUNNING) or self.interrupted
+
+    @property
+    def resumable(self) -> bool:
+        """Whether Resume applies: a cancelled, failed or interrupted run."""
+        return self.status in (self.Status.CANCELLED, self.Status.FAILED) or self.interrupted
 
     def window_datapoints(self):
         """The datapoints this run saw: its evaluation's dataset at run time."""

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property, reduce
 from operator import or_
 
@@ -38,6 +38,7 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, Greatest, Least
+from django.utils import timezone
 
 from comparisons.ids import parse_uuid
 from comparisons.models import (
@@ -804,3 +805,59 @@ def run_summary(run: EvaluationRun) -> RunSummary:
                       totals["input_tokens"] or 0, totals["output_tokens"] or 0,
                       float(totals["cost"]) if totals["cost"] is not None else None, samples,
                       judge["input_tokens"], judge["output_tokens"], judge["cost"])
+
+
+THROUGHPUT_WINDOW_S = 10  # a running run's throughput: inferences recorded in the last 10 s
+
+
+@dataclass
+class RunProgress:
+    """Where a run stands, for its live progress fragment and status chip."""
+
+    done: int  # datapoints recorded (failed ones included)
+    errors: int
+    total: int  # datapoints the run will run at most (its window, or its max_datapoints)
+    elapsed_s: float  # since the first output recorded (0 before)
+    throughput: float | None  # datapoints a second
+    eta_s: float | None
+    queue_position: int | None  # queued runs: 1 is the next a free worker takes
+    stopping: bool  # Stop was pressed; the worker has not ended the run yet
+    metrics: list = field(default_factory=list)  # MetricSummary rows (running means and 95% CIs)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.done / self.total)) if self.total else 0
+
+
+def run_progress(run: EvaluationRun, *, statistics: bool = True) -> RunProgress:
+    """The run's progress: counts from its inferences, running means and 95% CIs from the kept
+    per-run sums (RunMetricSummary, kept by triggers as the worker writes), the queue position."""
+    from comparisons.ids import uuid7_min, uuid7_time
+    from comparisons.jobs import queue_position
+
+    now = timezone.now()
+    counts = Inference.objects.filter(run=run).aggregate(
+        n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
+        recent=Count("id", filter=Q(id__gte=uuid7_min(now - timedelta(seconds=THROUGHPUT_WINDOW_S)))))
+    ids = Inference.objects.filter(run=run).values_list("id", flat=True)  # no min()/max() for uuid in PostgreSQL
+    counts["first"], counts["last"] = ids.order_by("id").first(), ids.order_by("-id").first()
+    total = run.window_datapoints().count()
+    limit = run.config_object.get("max_datapoints")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        total = min(total, limit)
+    active = run.status == EvaluationRun.Status.RUNNING and not run.interrupted
+    elapsed = throughput = eta = None
+    if counts["first"] is not None:
+        end = now if active else uuid7_time(counts["last"])
+        elapsed = max(0.0, (end - uuid7_time(counts["first"])).total_seconds())
+        if active:
+            throughput = counts["recent"] / min(THROUGHPUT_WINDOW_S, max(elapsed, 1.0))
+        elif elapsed > 0:
+            throughput = counts["n"] / elapsed
+        if active and throughput:
+            eta = max(0, total - counts["n"]) / throughput
+    metrics = comparison_stats(resolve_comparison(run.evaluation, [run.id])).metrics if statistics else []
+    return RunProgress(
+        done=counts["n"], errors=counts["errors"], total=total, elapsed_s=elapsed or 0.0, throughput=throughput,
+        eta_s=eta, queue_position=queue_position(run) if run.status == EvaluationRun.Status.QUEUED else None,
+        stopping=run.stop_requested_at is not None and not run.ended, metrics=metrics)

@@ -13,5 +13,9 @@ urlpatterns = [
          name="feedback_create"),
     path("evaluations/<str:name>/datapoints/<str:datapoint_id>/feedback/revert/", views.feedback_revert,
          name="feedback_revert"),
+    path("evaluations/<str:name>/runs/new/", views.run_create, name="run_create"),
     path("runs/<str:run_id>/", views.run_detail, name="run_detail"),
+    path("runs/<str:run_id>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<str:run_id>/stop/", views.run_stop, name="run_stop"),
+    path("runs/<str:run_id>/resume/", views.run_resume, name="run_resume"),
 ]

@@ -14,13 +14,13 @@ from dataclasses import replace
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Subquery
-from django.http import StreamingHttpResponse
+from django.http import HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import push_url, reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, push_url, reswap, retarget
 
 from comparisons import queries
 from comparisons.charts import mean_ci_chart
@@ -29,6 +29,16 @@ from comparisons.export import attachment_disposition, export_columns, export_ro
 from comparisons.export import render as render_export
 from comparisons.forms import ComparisonForm, CorrectionForm, RevertForm
 from comparisons.ids import parse_uuid
+from comparisons.launch import (
+    LAUNCH_PERMISSION,
+    LAUNCHERS_GROUP,
+    RunLaunchForm,
+    RunStateError,
+    can_launch,
+    launch_run,
+    resume_run,
+    stop_run,
+)
 from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
 from comparisons.reviewers import REVIEWERS_GROUP, can_correct
@@ -81,8 +91,10 @@ def evaluation_list(request):
     for evaluation in evaluations:
         # The older of the two latest runs is the baseline.
         compare_ids = f"{evaluation.previous_id},{evaluation.last_id}" if evaluation.previous_id else ""
-        rows.append({"evaluation": evaluation, "last_run": runs.get(evaluation.last_id), "compare_ids": compare_ids})
-    return render(request, "comparisons/evaluation_list.html", {"rows": rows})
+        last_run = runs.get(evaluation.last_id)
+        progress = queries.run_progress(last_run, statistics=False) if last_run and not last_run.ended else None
+        rows.append({"evaluation": evaluation, "last_run": last_run, "compare_ids": compare_ids, "progress": progress})
+    return render(request, "comparisons/evaluation_list.html", {"rows": rows, "can_launch": can_launch(request.user)})
 
 
 def _run_options(evaluation, q, run_ids, state):
@@ -153,6 +165,7 @@ def comparison_detail(request, name):
                                                          context["state"])
     except ComparisonError as error:
         return _error(request, error, slot=_comparison_error_slot(request))
+    context["can_launch"] = can_launch(request.user)
     template = "comparisons/comparison_detail.html"
     if _is_fragment_request(request):
         template += "#comparison" if request.htmx.target == "comparison" else "#results-rows"
@@ -362,5 +375,99 @@ def run_detail(request, run_id):
     return render(request, "comparisons/run_detail.html", {
         "run": run, "stats": stats, "summary": summary, "coverage": stats.coverage[run.id],
         "compare_previous": f"{previous},{run.id}" if previous else None, "colour": comparison.runs[0].colour,
-        "pinned": stats.coverage[run.id].pinned > 0,
+        "pinned": stats.coverage[run.id].pinned > 0, **_progress_context(request, run),
     })
+
+
+def _forbidden_to_launch(request):
+    return _error(request, ComparisonError(
+        f"Only users with the permission “{LAUNCH_PERMISSION}” can launch, stop or resume runs: ask an "
+        f"administrator to add you to the “{LAUNCHERS_GROUP}” group.", status=403))
+
+
+@login_required
+@vary_on_headers("HX-Request")
+def run_create(request, name):
+    """The New-run form; a valid POST queues the run for a worker and opens its page."""
+    if request.method not in ("GET", "HEAD", "POST"):
+        return HttpResponseNotAllowed(["GET", "HEAD", "POST"])
+    try:
+        evaluation = queries.get_evaluation(name)
+    except ComparisonError as error:
+        return _error(request, error)
+    if not can_launch(request.user):
+        return _forbidden_to_launch(request)
+    form = RunLaunchForm(evaluation, request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        run = launch_run(evaluation, form, request.user)
+        url = reverse("run_detail", args=[run.id])
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    template = "comparisons/run_new.html"
+    if not _is_fragment_request(request):
+        return render(request, template, {"evaluation": evaluation, "form": form}, status=400 if form.is_bound else 200)
+    response = render(request, template + "#run-form", {"evaluation": evaluation, "form": form},
+                      status=400 if form.is_bound else 200)
+    retarget(response, "#run-form")  # the refused form, with its messages, in place (errors.js leaves it)
+    reswap(response, "outerHTML")
+    return push_url(response, False)
+
+
+def _run_or_error(request, run_id):
+    """(run, None) or (None, the error response)."""
+    run_uuid = parse_uuid(run_id)
+    if run_uuid is None:
+        return None, _error(request, ComparisonError(f"'{run_id[:60]}' is not a run id (a UUID is expected)."))
+    run = EvaluationRun.objects.select_related("evaluation").filter(id=run_uuid).first()
+    if run is None:
+        return None, _error(request, ComparisonError(f"No run with id {run_uuid}.", status=404))
+    return run, None
+
+
+def _progress_context(request, run) -> dict:
+    previous = (EvaluationRun.objects.for_evaluation(run.evaluation).filter(id__lt=run.id).recent()
+                .values_list("id", flat=True).first())
+    return {"run": run, "progress": queries.run_progress(run), "can_launch": can_launch(request.user),
+            "compare_previous": f"{previous},{run.id}" if previous else None}
+
+
+@require_safe
+@login_required
+@vary_on_headers("HX-Request")
+def run_progress(request, run_id):
+    """The run's live progress (polled every second while it runs), or its status chip (`view=chip`)."""
+    run, response = _run_or_error(request, run_id)
+    if response is not None:
+        return response
+    partial = "run-chip" if request.GET.get("view") == "chip" else "run-progress"
+    context = _progress_context(request, run) if partial == "run-progress" else {
+        "run": run, "progress": queries.run_progress(run, statistics=False)}
+    return render(request, f"comparisons/run_detail.html#{partial}", context)
+
+
+def _run_action(request, run_id, action):
+    run, response = _run_or_error(request, run_id)
+    if response is not None:
+        return response
+    if not can_launch(request.user):
+        return _forbidden_to_launch(request)
+    try:
+        run = action(run)
+    except RunStateError as error:
+        return _error(request, ComparisonError(str(error), status=409), slot="#run-action-error")
+    if not request.htmx:
+        return redirect("run_detail", run.id)
+    return render(request, "comparisons/run_detail.html#run-progress", _progress_context(request, run))
+
+
+@require_POST
+@login_required
+def run_stop(request, run_id):
+    """Stop a queued or running run (cooperatively: what finished is kept)."""
+    return _run_action(request, run_id, stop_run)
+
+
+@require_POST
+@login_required
+def run_resume(request, run_id):
+    """Queue a cancelled, failed or interrupted run again; it runs what it has not recorded."""
+    return _run_action(request, run_id, resume_run)

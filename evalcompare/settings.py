@@ -13,6 +13,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from evalcompare.prices import parse_model_prices
+from evalcompare.registered_tasks import parse_callable_path, parse_tasks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -78,6 +79,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "template_partials",
+    "procrastinate.contrib.django",
     "comparisons",
     # Security and operations (issue #12): CSP, login throttling.
     "csp",
@@ -194,6 +196,16 @@ PUBLIC_URL = os.environ.get("EVALCOMPARE_URL", "http://127.0.0.1:8000").rstrip("
 # LLM judge and --openai-model defaults (any OpenAI-compatible chat-completions endpoint).
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+
+# Python tasks the portal's "New run" form offers, by name: {"name": "module:function"} (JSON in the
+# environment). Validated here; workers import only these. With DEBUG=1 (`make demo`) the default is
+# the demo's offline model stand-in.
+EVALCOMPARE_TASKS = parse_tasks(os.environ.get("EVALCOMPARE_TASKS"),
+                                default={"demo-offline": "comparisons.demo_tasks:offline_model"} if DEBUG else {})
+# A "module:function" scorer that stands in for every llm_judge evaluator of portal runs (no API key
+# needed); empty: judges call their OpenAI-compatible endpoint. `make demo` sets the demo's stand-in.
+EVALCOMPARE_JUDGE_STANDIN = parse_callable_path("EVALCOMPARE_JUDGE_STANDIN",
+                                                os.environ.get("EVALCOMPARE_JUDGE_STANDIN", ""))
 
 LOGGING = {
     "version": 1,

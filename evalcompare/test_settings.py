@@ -17,3 +17,7 @@ WHITENOISE_AUTOREFRESH = True
 # The test client and the browser tests' live server speak plain HTTP.
 SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 SECURE_HSTS_SECONDS = 0
+
+# The portal's tests launch runs of the demo's offline stand-ins (the default only with DEBUG=1).
+EVALCOMPARE_TASKS = {"demo-offline": "comparisons.demo_tasks:offline_model",
+                     "sample-steady": "tests.sample_tasks:steady"}

@@ -1,6 +1,7 @@
 import pytest
 
 from tests.factories import EvaluationFactory, EvaluatorFactory, UserFactory
+from tests.worker_process import workers  # noqa: F401 -- the fixture, for every test module
 
 
 @pytest.fixture

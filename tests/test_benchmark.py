@@ -36,6 +36,9 @@ def test_tiny_benchmark_produces_every_key(tmp_path):
                                                                       / results["runner_ideal_s"])
         assert results["runner_10k_ratio"] == pytest.approx(results["runner_10k_s"] / results["runner_10k_bare_s"])
         assert 30 < results["runner_10k_peak_rss_mb"] < 1000  # megabytes, as VmHWM and ru_maxrss are read
+        assert results["launch_overhead_ratio"] == pytest.approx(results["launch_s"] / results["runner_actual_s"])
+        assert 0 < results["launch_first_progress_s"] < results["launch_s"]
+        assert "launch_overhead_ratio" in out.getvalue()
         assert results["export_rows"] == results["runs_compared"] * _rows_shown(results["runs_compared"])
         assert "rows_page1_ms" in out.getvalue() and "target" in out.getvalue()
         # The datapoint page's word diff of two different 10,000-word outputs, with its target.

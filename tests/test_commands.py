@@ -6,6 +6,7 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 
 from comparisons.demo import DEMO_PASSWORD, DEMO_USERNAME
+from comparisons.launch import LAUNCHERS_GROUP
 from comparisons.models import Datapoint, Evaluation, EvaluationRun, Feedback, Inference
 from comparisons.reviewers import REVIEWERS_GROUP
 
@@ -25,9 +26,11 @@ def test_load_demo_is_idempotent_and_prints_the_login():
     assert counts() == first
     demo = authenticate(username=DEMO_USERNAME, password=DEMO_PASSWORD)
     assert demo is not None
-    # The demo login may correct values, through the Reviewers group and its permission.
-    assert list(demo.groups.values_list("name", flat=True)) == [REVIEWERS_GROUP]
+    # The demo login may correct values, through the Reviewers group and its permission, and launch runs
+    # through the Launchers group.
+    assert sorted(demo.groups.values_list("name", flat=True)) == sorted([REVIEWERS_GROUP, LAUNCHERS_GROUP])
     assert Group.objects.get(name=REVIEWERS_GROUP).permissions.filter(codename="add_feedback").exists()
+    assert Group.objects.get(name=LAUNCHERS_GROUP).permissions.filter(codename="launch_run").exists()
 
 
 def test_load_demo_yields_the_promised_mix():

@@ -408,3 +408,44 @@ def test_a_run_stopped_at_its_precision_has_nothing_to_resume(large):
     assert again.nothing_to_resume and calls == []
     assert "stopped once its precision targets were reached: nothing to resume" in again.format()
     assert Inference.objects.filter(run=stopped.run).count() == len(stopped.items)
+
+
+# -- runs launched from the portal: a queued run, should_stop ----------------------------------------
+
+
+def test_a_queued_run_runs_as_a_resume_with_nothing_recorded(evaluation):
+    run = EvaluationRun.objects.create(evaluation=evaluation, variant_name="queued", status=EvaluationRun.Status.QUEUED,
+                                       config={"task": "tests.sample_tasks:sync_task"}, tags={"via": "portal"})
+    result = evaluate(evaluation, None, sample_tasks.sync_task, resume=run, progress=False)
+    run.refresh_from_db()
+    assert (run.status, result.status, result.resumed) == ("completed", "completed", 0)
+    assert run_datapoints(run) == window_ids(run)
+    assert run.config == {"task": "tests.sample_tasks:sync_task"}
+    assert run.tags == {"via": "portal"}
+
+
+def test_should_stop_cancels_the_run_and_keeps_what_finished(evaluation):
+    add_datapoints(evaluation, range(12, 200))
+    asked = []
+
+    def should_stop():
+        asked.append(Inference.objects.filter(run__variant_name="stoppable").count())
+        return asked[-1] >= 3
+
+    result = evaluate(evaluation, "stoppable", sample_tasks.steady, concurrency=1, progress=False,
+                      should_stop=should_stop)
+    run = EvaluationRun.objects.get(id=result.run.id)
+    assert run.status == EvaluationRun.Status.CANCELLED
+    recorded = Inference.objects.filter(run=run).count()
+    assert recorded == len(result.items)  # every finished item is recorded
+    assert 3 <= recorded < 200
+    assert asked[-1] >= 3 and all(count < 3 for count in asked[:-1])
+
+
+def test_should_stop_that_never_says_stop_changes_nothing(evaluation):
+    calls = []
+    result = evaluate(evaluation, "v", sample_tasks.steady, concurrency=1, progress=False,
+                      should_stop=lambda: calls.append(1) and False)
+    assert result.status == EvaluationRun.Status.COMPLETED
+    assert len(result.items) == 12
+    assert calls  # it was asked

@@ -71,6 +71,7 @@ FLUSH_EVERY_S = 0.1
 POLL_S = 0.05
 ABANDON_AFTER_S = 1.0  # after a cancel, how long tasks may take to stop before they are abandoned
 HEARTBEAT_S = 10.0  # how often a running run's heartbeat_at is refreshed
+STOP_POLL_S = 0.5  # how often evaluate(..., should_stop=) is asked whether to cancel the run
 FAILURE_TAG = "evalcompare::failure"
 PINNED_TAG = "tensorzero::variant_pinned"
 REPLACED_TAG = "evalcompare::replaced_characters"
@@ -1039,6 +1040,7 @@ def _evaluate(
     resume=None,
     precision: dict | None = None,
     seed: int | None = None,
+    should_stop=None,
 ) -> RunResult:
     """Run `task` over the evaluation's dataset as it is now, score each output, record the run.
 
@@ -1057,6 +1059,8 @@ def _evaluate(
     `precision` ({metric: 95% CI half-width}) takes the datapoints in a random order seeded by `seed`
     (drawn when None; both recorded in the run's config) and starts no more once every named metric's
     interval is that narrow over at least 20 scores; the stop is recorded in `run.config["stopped"]`.
+    `should_stop()` (e.g. "was Stop pressed in the portal?") is called by the recording thread every
+    STOP_POLL_S while the run runs; True cancels the run as a signal would (what finished is kept).
     """
     started = time.perf_counter()  # elapsed_s covers the whole call: setup, tasks, scoring, recording
     if isinstance(evaluation, str):
@@ -1200,11 +1204,16 @@ def _evaluate(
         raise
     engine.start(work)
     failure = None
+    next_stop_poll = time.monotonic()
     try:
         while not engine.done.wait(POLL_S) and not interrupts.requested:
             take_finished()
             recorder.flush_if_due()
             recorder.beat_if_due()
+            if should_stop is not None and time.monotonic() >= next_stop_poll:
+                next_stop_poll = time.monotonic() + STOP_POLL_S
+                if should_stop():
+                    interrupts.cancel()
         stop_engine()
         take_finished()
         if engine.crash is not None and not isinstance(engine.crash, asyncio.CancelledError):

@@ -262,6 +262,8 @@ class Scorer:
         self.offload = kind in CPU_BOUND_KINDS
         if kind in BUILTIN_SCORERS:
             self.function, self.mode = BUILTIN_SCORERS[kind], "builtin"
+        elif kind == "llm_judge" and function is not None:  # a stand-in for the judge (scorers={name: fn})
+            self.function, self.mode = function, "custom"
         elif kind == "llm_judge":
             if not self.config.get("model"):
                 raise ScorerError(f"llm_judge evaluator '{self.name}' needs config.model")

@@ -117,3 +117,28 @@ def test_the_listener_sees_a_violation(watched, live_server):
     page.evaluate("document.body.insertAdjacentHTML('beforeend', '<p style=\"color: red\">inline</p>')")
     page.wait_for_function("window.__cspViolations.length > 0")
     assert any(kind == "csp" and violation["directive"].startswith("style-src") for kind, violation in problems)
+
+
+def test_the_run_launch_pages_satisfy_the_policy(watched, live_server):
+    """The New-run form (a refusal included), a queued run's polled progress, Stop and Resume."""
+    import re
+
+    page, problems = watched
+    comparison_data(["alpha-baseline"], datapoints=5, scored_runs=1)
+    UserFactory(username="csp-launcher", is_staff=True, is_superuser=True)
+    log_in(page, live_server, "csp-launcher")
+    page.goto(f"{live_server.url}/evaluations/qa/runs/new/")
+    page.fill("#id_variant", "not a name")
+    page.click("text=Launch run")
+    expect(page.locator(".field-error").first).to_contain_text("Use letters, digits")
+    problems[:] = [p for p in problems if not (p[0] in ("http", "console") and "400" in p[1])]  # the refusal
+    page.fill("#id_variant", "csp-run")
+    page.click("text=Launch run")
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
+    expect(page.locator("#run-progress")).to_contain_text("in the queue")  # no worker: it stays queued
+    page.wait_for_event("response", lambda response: "/progress/" in response.url)  # it polls
+    page.click("button:has-text('Stop')")
+    expect(page.locator("#run-progress .status")).to_have_text("Cancelled")
+    page.click("button:has-text('Resume')")
+    expect(page.locator("#run-progress .status")).to_have_text("Queued")
+    assert problems == []
