@@ -41,11 +41,11 @@ def test_commands_reach_evalcompare(fake_bin, args, called):
     assert result.stdout.strip() == called
 
 
-def test_worker_is_refused_with_a_clear_message(fake_bin):
-    result = entrypoint(fake_bin, "worker")
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert "'worker' is not available in this version (evalcompare 9.9.9)" in result.stderr
+def test_worker_runs_the_job_worker_on_the_runs_queue(fake_bin):
+    result = entrypoint(fake_bin, "worker", "--concurrency", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("evalcompare procrastinate worker --queues runs --shutdown-graceful-timeout 5 "
+                                     "--concurrency 2")
 
 
 class Health(http.server.BaseHTTPRequestHandler):

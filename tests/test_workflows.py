@@ -64,3 +64,6 @@ def test_compose_runs_postgres_16_then_a_one_shot_migrate_then_web():
                                  "migrate": {"condition": "service_completed_successfully"}}
     assert web["image"] == migrate["image"]
     assert web["environment"]["DATABASE_URL"].endswith("@db:5432/evalcompare")
+    worker = services["worker"]  # runs launched from the portal, on the same image and settings
+    assert worker["command"] == ["worker"] and worker["image"] == web["image"]
+    assert worker["environment"] == web["environment"] and worker["depends_on"] == web["depends_on"]
