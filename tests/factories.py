@@ -123,3 +123,15 @@ class FeedbackFactory(factory.django.DjangoModelFactory):
     metric = "correct"
     value = 1.0
     source = Feedback.Source.EVALUATOR
+
+
+def qa_evaluation(datapoints: int) -> Evaluation:
+    """Evaluation "qa" with an exact-match and a Levenshtein evaluator and `datapoints` questions
+    ("question i" → "answer i", a millisecond apart): the runner's subprocess tests' data."""
+    evaluation = EvaluationFactory(name="qa")
+    EvaluatorFactory(evaluation=evaluation, name="exact", kind="exact_match")
+    EvaluatorFactory(evaluation=evaluation, name="similar", kind="levenshtein", value_type="float")
+    for i in range(datapoints):
+        DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(milliseconds=i),
+                         input={"question": f"question {i}"}, reference_output=f"answer {i}")
+    return evaluation

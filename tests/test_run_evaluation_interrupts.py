@@ -20,7 +20,7 @@ from django.urls import reverse
 
 from comparisons.models import EvaluationRun, Inference
 from tests.dburl import subprocess_database_url
-from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, at
+from tests.factories import qa_evaluation
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the subprocess must see the data, and we its rows
 
@@ -29,13 +29,7 @@ DATAPOINTS = 400
 
 @pytest.fixture
 def evaluation():
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="exact", kind="exact_match")
-    EvaluatorFactory(evaluation=evaluation, name="similar", kind="levenshtein", value_type="float")
-    for i in range(DATAPOINTS):
-        DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(milliseconds=i),
-                         input={"question": f"question {i}"}, reference_output=f"answer {i}")
-    return evaluation
+    return qa_evaluation(DATAPOINTS)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.urls import reverse
 
 from comparisons.models import EvaluationRun, Inference
-from tests.factories import DatapointFactory, EvaluationFactory, EvaluatorFactory, UserFactory, at
+from tests.factories import UserFactory, qa_evaluation
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the worker must see the runs, and we its rows
 
@@ -21,13 +21,7 @@ DATAPOINTS = 300
 
 @pytest.fixture
 def qa():
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="exact", kind="exact_match")
-    EvaluatorFactory(evaluation=evaluation, name="similar", kind="levenshtein", value_type="float")
-    for i in range(DATAPOINTS):
-        DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(milliseconds=i),
-                         input={"question": f"question {i}"}, reference_output=f"answer {i}")
-    return evaluation
+    return qa_evaluation(DATAPOINTS)
 
 
 @pytest.fixture
