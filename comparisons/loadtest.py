@@ -6,7 +6,7 @@ load the comparison page and then its next rows fragment (page 2, as the page's 
 over and over for `seconds`. A thread samples the server's connections in `pg_stat_activity`.
 """
 
-import asyncio
+import http.client
 import os
 import socket
 import subprocess
@@ -16,6 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import httpx
 import psycopg
@@ -57,15 +58,13 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
                       file=sys.stderr)
             sampler = _ConnectionSampler(application_name, database_url)
             sampler.start()
-            cpu_before = _workers_cpu_s(server)
+            cpu_before, client_before = _workers_cpu_s(server), time.process_time()
             try:
-                # In a thread of its own: the caller may already run an event loop (Playwright's, in the suite).
-                with ThreadPoolExecutor(1) as thread:
-                    timings, errors, elapsed = thread.submit(
-                        asyncio.run, _load(base, evaluation, run_ids, after, cookies, seconds)).result()
+                timings, errors, elapsed = _load(port, evaluation, run_ids, after, cookies, seconds)
             finally:
                 sampler.stop()
             cpu_used = _workers_cpu_s(server) - cpu_before
+            client_cpu = time.process_time() - client_before
         finally:
             server.terminate()
             try:
@@ -85,6 +84,10 @@ def measure_load(evaluation: str, run_ids: list, after: str, *, clients: int, se
         # What a request costs the server's workers (PostgreSQL apart), whatever else the machine runs:
         # cores × 1000 / this is what the machine could serve at most. And how busy the machine was.
         "load_server_cpu_ms_per_request": cpu_used * 1000 / max(requests, 1),
+        # The other two users of the same cores: the PostgreSQL backends serving the server's
+        # connections (when the database is on this machine) and the simulated clients themselves.
+        "load_db_cpu_ms_per_request": sampler.backend_cpu_s * 1000 / max(requests, 1),
+        "load_client_cpu_ms_per_request": client_cpu * 1000 / max(requests, 1),
         "load_machine_load_average": os.getloadavg()[0],
     }
 
@@ -148,35 +151,45 @@ def _wait_until_serving(server: subprocess.Popen, base: str, log: Path, timeout:
     raise RuntimeError(f"gunicorn did not answer on {base} within {timeout:g} s")
 
 
-async def _load(base, evaluation, run_ids, after, cookies, seconds):
-    """Every client in turn loads the page, then a rows fragment, until `seconds` have passed."""
-    url = f"/evaluations/{evaluation}/"
+def _load(port, evaluation, run_ids, after, cookies, seconds):
+    """Every client in turn loads the page, then a rows fragment, until `seconds` have passed.
+
+    A thread per client with a keep-alive `http.client` connection: the clients share the server's
+    two cores, and the standard library's client costs them a fraction of an async client's CPU.
+    """
     ids = ",".join(str(run_id) for run_id in run_ids)
+    path = f"/evaluations/{quote(evaluation)}/?{urlencode({'run_ids': ids})}"
+    requests = (("page", path, {}),
+                ("rows", f"{path}&{urlencode({'after': after})}", {"HX-Request": "true", "HX-Target": "load-more"}))
     timings = {"page": [], "rows": []}
     errors = []
-    rows_headers = {"HX-Request": "true", "HX-Target": "load-more"}
     deadline = time.perf_counter() + seconds
 
-    async def user(cookie):
-        async with httpx.AsyncClient(base_url=base, cookies={settings.SESSION_COOKIE_NAME: cookie},
-                                     timeout=60) as client:
+    def user(cookie):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        cookie_header = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
+        try:
             while time.perf_counter() < deadline:
-                for kind, params, headers in (
-                        ("page", {"run_ids": ids}, {}),
-                        ("rows", {"run_ids": ids, "after": after}, rows_headers)):
+                for kind, url, headers in requests:
                     started = time.perf_counter()
                     try:
-                        response = await client.get(url, params=params, headers=headers)
-                        problem = None if response.status_code == 200 else f"{kind}: HTTP {response.status_code}"
-                    except httpx.HTTPError as error:
+                        connection.request("GET", url, headers={**cookie_header, **headers})
+                        response = connection.getresponse()
+                        response.read()
+                        problem = None if response.status == 200 else f"{kind}: HTTP {response.status}"
+                    except (OSError, http.client.HTTPException) as error:
                         problem = f"{kind}: {type(error).__name__}: {error}"
+                        connection.close()  # reconnects on the next request
                     if problem:
                         errors.append(problem)
                     else:
                         timings[kind].append((time.perf_counter() - started) * 1000)
+        finally:
+            connection.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(user(cookie) for cookie in cookies))
+    with ThreadPoolExecutor(len(cookies), thread_name_prefix="load-client") as pool:
+        list(pool.map(user, cookies))
     return timings, errors, time.perf_counter() - started
 
 
@@ -195,6 +208,8 @@ class _ConnectionSampler:
         self.maximum = 0
         self._stop = threading.Event()
         self._database_url = database_url
+        self._backend_cpu: dict[int, tuple[float, float]] = {}  # pid -> (CPU s when first seen, when last seen)
+        self._sampled = False
         self._thread = threading.Thread(target=self._run, name="load-connection-sampler", daemon=True)
 
     def start(self):
@@ -204,17 +219,42 @@ class _ConnectionSampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def backend_cpu_s(self) -> float:
+        """CPU seconds the server's backends used while sampled (0 when the database is elsewhere)."""
+        return sum(last - first for first, last in self._backend_cpu.values())
+
+    def _sample_backends(self, sampler):
+        import psutil
+
+        pids = [row[0] for row in sampler.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", [self.application_name]).fetchall()]
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            used = times.user + times.system
+            first, _ = self._backend_cpu.get(pid, (None, None))
+            # A backend first seen now started during the load: all its CPU counts.
+            self._backend_cpu[pid] = (0.0 if first is None and self._sampled else (used if first is None else first),
+                                      used)
+        self._sampled = True
+
     def _run(self):
         with psycopg.connect(self._database_url, autocommit=True) as sampler:
             while not self._stop.is_set():
                 count = sampler.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
                                         [self.application_name]).fetchone()[0]
                 self.maximum = max(self.maximum, count)
+                self._sample_backends(sampler)
                 self._stop.wait(0.05)
+            self._sample_backends(sampler)
 
 
 LOAD_KEYS = ["load_errors", "load_rows_p95_ms", "load_page_p95_ms", "load_requests_per_s", "load_db_connections_max",
-             "load_server_cpu_ms_per_request", "load_machine_load_average"]
+             "load_server_cpu_ms_per_request", "load_db_cpu_ms_per_request", "load_client_cpu_ms_per_request",
+             "load_machine_load_average"]
 LOAD_TARGETS = {"load_errors": 0, "load_rows_p95_ms": 800, "load_page_p95_ms": 1500}
 
 

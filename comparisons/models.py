@@ -746,3 +746,19 @@ class RunCoverage(models.Model):
 
     def __str__(self):
         return f"{self.run_id}: {self.inferences} inferences, {self.errors} errors, {self.pinned} pinned"
+
+
+class DatasetVersion(models.Model):
+    """A counter per dataset that the database bumps in every transaction writing the dataset's
+    datapoints, inferences or feedback (comparisons_data_changed): part of the cached rows' key.
+
+    No foreign key: a dataset's delete also deletes its datapoints, whose trigger writes here."""
+
+    dataset_id = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField()
+
+    class Meta:
+        verbose_name = "dataset version"
+
+    def __str__(self):
+        return f"dataset {self.dataset_id} at version {self.version}"

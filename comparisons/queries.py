@@ -29,6 +29,7 @@ from django.db.models import (
     F,
     FilteredRelation,
     FloatField,
+    IntegerField,
     OuterRef,
     Q,
     Subquery,
@@ -37,7 +38,7 @@ from django.db.models import (
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, Greatest, Least
+from django.db.models.functions import Cast, Greatest, Least
 from django.utils import timezone
 
 from comparisons.ids import parse_uuid
@@ -137,10 +138,14 @@ def parse_run_ids(text: str | None) -> list[uuid.UUID]:
 
 
 def with_ordinal(runs):
-    """Annotate each run with `ordinal`: how many runs of its evaluation came before it."""
-    earlier = (EvaluationRun.objects.filter(evaluation_id=OuterRef("evaluation_id"), id__lt=OuterRef("id"))
-               .order_by().values("evaluation_id").annotate(c=Count("id")).values("c"))
-    return runs.annotate(ordinal=Coalesce(Subquery(earlier), 0))
+    """Annotate each run with `ordinal`: how many runs of its evaluation came before it.
+
+    Raw SQL rather than a Subquery: every comparison request asks, and compiling the ORM's version
+    cost more than running it."""
+    run = EvaluationRun._meta.db_table
+    return runs.annotate(ordinal=RawSQL(
+        f"SELECT count(*) FROM {run} e WHERE e.evaluation_id = {run}.evaluation_id AND e.id < {run}.id", [],
+        output_field=IntegerField()))
 
 
 def assign_colours(ordinals: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
@@ -178,11 +183,13 @@ def resolve_comparison(evaluation: Evaluation | str, run_ids: list[uuid.UUID]) -
         evaluation = get_evaluation(evaluation)
     if not run_ids:
         raise ComparisonError("Choose at least one run to compare (run_ids=...).")
-    found = {run.id: run
-             for run in with_ordinal(EvaluationRun.objects.select_related("evaluation").filter(id__in=run_ids))}
+    found = {run.id: run for run in with_ordinal(EvaluationRun.objects.filter(id__in=run_ids))}
     unknown = [str(i) for i in run_ids if i not in found]
     if unknown:
         raise ComparisonError(f"No run with id {', '.join(unknown)}.", status=404)
+    for run in found.values():
+        if run.evaluation_id == evaluation.id:
+            run.evaluation = evaluation  # no query for what we hold
     foreign = [found[i] for i in run_ids if found[i].evaluation_id != evaluation.id]
     if foreign:
         listed = "; ".join(f"{r.id} belongs to '{r.evaluation.name}'" for r in foreign)
@@ -471,6 +478,17 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
         _mark_vs_baseline(comparison, cells)
         rows.append(Row(datapoint, cells, getattr(datapoint, "delta", None)))
     return ComparisonPage(comparison, query, rows, next_after)
+
+
+def dataset_version(dataset_id: int) -> tuple[int, str]:
+    """The dataset's data version and its row's transaction id (xmin): both change in every transaction
+    that writes the dataset's datapoints, inferences or feedback (comparisons_data_changed), and the
+    xmin also after a restore or a migration that recreates the table. (0, "") before any write."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version, xmin::text FROM comparisons_datasetversion WHERE dataset_id = %s",
+                       [dataset_id])
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else (0, "")
 
 
 def winning_scores(comparison: Comparison, inference_ids) -> dict[uuid.UUID, dict[str, Score]]:

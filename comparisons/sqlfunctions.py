@@ -35,6 +35,7 @@ FILES = [
     "comparisons_true_run_coverage",
     "comparisons_true_paired_summaries",
     "comparisons_refresh_scores",
+    "comparisons_data_changed",
 ]
 
 _BODY = re.compile(r"\bAS \$\$(.*?)\$\$;", re.DOTALL)

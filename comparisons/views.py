@@ -14,7 +14,7 @@ from dataclasses import replace
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, Subquery
-from django.http import HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -42,7 +42,7 @@ from comparisons.launch import (
 from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
 from comparisons.reviewers import REVIEWERS_GROUP, can_correct
-from comparisons.rows_html import render_rows
+from comparisons.rows_cache import cached_html, rendered_rows
 from comparisons.templatetags.comparisons import as_text
 
 
@@ -154,9 +154,8 @@ def comparison_detail(request, name):
         context = _comparison_context(request, name)
         comparison = context["comparison"]
         if comparison is not None:
-            page = queries.comparison_page(comparison, context["row_query"])
-            badges = _badges(comparison, context["pinned"])
-            context.update(page=page, rows_html=render_rows(comparison, page, badges),
+            rows = rendered_rows(comparison, context["row_query"], _badges(comparison, context["pinned"]))
+            context.update(page=rows, rows_html=rows.html,
                            chips=_chips(comparison, context["state"], context["pinned"]),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES,
                            column_count=4 + len(comparison.evaluators))
@@ -165,11 +164,26 @@ def comparison_detail(request, name):
                                                          context["state"])
     except ComparisonError as error:
         return _error(request, error, slot=_comparison_error_slot(request))
-    context["can_launch"] = can_launch(request.user)
     template = "comparisons/comparison_detail.html"
-    if _is_fragment_request(request):
-        template += "#comparison" if request.htmx.target == "comparison" else "#results-rows"
+    fragment = _is_fragment_request(request)
+    if fragment and request.htmx.target != "comparison":
+        return render(request, template + "#results-rows", context)
+    if _comparison_is_cacheable(context):
+        # What the rows' key holds and the page state; a run not ended shows live, time-dependent status.
+        context["comparison_html"] = cached_html(
+            context["page"], repr(sorted(context["state"].items())),
+            lambda: render_to_string(template + "#comparison", context, request))
+        if fragment:
+            return HttpResponse(context["comparison_html"])
+    if fragment:
+        return render(request, template + "#comparison", context)
+    context["can_launch"] = can_launch(request.user)  # the header's New-run button
     return render(request, template, context)
+
+
+def _comparison_is_cacheable(context) -> bool:
+    comparison = context["comparison"]
+    return comparison is not None and not context["latest_only"] and all(run.run.ended for run in comparison.runs)
 
 
 @require_safe

@@ -165,6 +165,18 @@ if DATABASE_POOL_SIZE:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The comparison's rendered rows, cached in each web process's memory under a key that changes with
+# every write to the dataset (comparisons/rows_cache.py): 50 people on one comparison cost one render
+# per process. COMPARISON_ROWS_CACHE_ENTRIES=0 turns it off; a page of 5 runs is about 150 kB.
+COMPARISON_ROWS_CACHE_ENTRIES = env_int("COMPARISON_ROWS_CACHE_ENTRIES", 300, minimum=0)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "comparison_rows": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "comparison-rows",
+        "TIMEOUT": None, "OPTIONS": {"MAX_ENTRIES": COMPARISON_ROWS_CACHE_ENTRIES, "CULL_FREQUENCY": 4},
+    } if COMPARISON_ROWS_CACHE_ENTRIES else {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -233,17 +245,6 @@ CONTENT_SECURITY_POLICY = {
 }
 
 
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    raw = os.environ.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name} must be a whole number ≥ {minimum} (got {raw!r}).")
-    return value
-
-
 # Login throttling (django-axes): after EVALCOMPARE_LOGIN_FAILURE_LIMIT failed logins for one username
 # from one client IP, that pair is refused (429, the lock-out page) for EVALCOMPARE_LOGIN_COOLOFF_MINUTES,
 # right password or not; each attempt during the lock-out starts the cool-off again. A successful login
@@ -260,7 +261,7 @@ AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 # The client IP: REMOTE_ADDR, or behind EVALCOMPARE_TRUSTED_PROXIES proxies that each append to
 # X-Forwarded-For, the address the outermost of them saw (see evalcompare/throttling.py).
-EVALCOMPARE_TRUSTED_PROXIES = env_int("EVALCOMPARE_TRUSTED_PROXIES", 0)
+EVALCOMPARE_TRUSTED_PROXIES = env_int("EVALCOMPARE_TRUSTED_PROXIES", 0, minimum=0)
 AXES_CLIENT_IP_CALLABLE = "evalcompare.throttling.client_ip"
 AXES_USERNAME_CALLABLE = "evalcompare.throttling.login_username"
 

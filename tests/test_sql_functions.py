@@ -36,7 +36,9 @@ def test_every_trigger_calls_a_function_from_the_files():
         "comparisons_inference_check", "comparisons_feedback_check", "comparisons_feedback_rescore",
         "comparisons_feedback_inserted", "comparisons_inference_check_insert", "comparisons_feedback_check_insert",
         "comparisons_datapoint_restale", "comparisons_inference_forget", "comparisons_inference_coverage_insert",
-        "comparisons_inference_coverage_update", "comparisons_inference_coverage_delete"}
+        "comparisons_inference_coverage_update", "comparisons_inference_coverage_delete",
+        *(f"comparisons_{table}_changed_{event}" for table in ("datapoint", "inference", "feedback")
+          for event in ("insert", "update", "delete"))}
 
 
 def test_no_migration_copies_a_function_body_of_another():
