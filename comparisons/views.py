@@ -43,7 +43,7 @@ from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
 from comparisons.reviewers import REVIEWERS_GROUP, can_correct
 from comparisons.rows_cache import cached_html, rendered_rows
-from comparisons.templatetags.comparisons import as_text
+from comparisons.templatetags.comparisons import as_text, badge
 
 
 def _is_fragment_request(request) -> bool:
@@ -126,9 +126,7 @@ def _comparison_context(request, name):
 
 def _badges(comparison, pinned) -> dict:
     """Each selected run's badge, rendered once per request rather than once per cell."""
-    return {run.id: render_to_string("comparisons/_badge.html",
-                                     {"run": run.run, "colour": run.colour, "pinned": pinned.get(run.id, False)})
-            for run in comparison.runs}
+    return {run.id: badge(run.run, run.colour, pinned.get(run.id, False)) for run in comparison.runs}
 
 
 def _chips(comparison, state, pinned):

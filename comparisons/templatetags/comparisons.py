@@ -3,7 +3,11 @@
 import json
 
 from django import template
+from django.utils import dateformat
+from django.utils.html import format_html
 from django.utils.http import urlencode
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.timezone import localtime
 
 from comparisons.runner.scorers import output_text
 
@@ -125,3 +129,19 @@ def duration_text(value) -> str:
     if minutes or not hours:
         parts.append(f"{minutes} minute{'s' if minutes != 1 else ''}")
     return " ".join(parts)
+
+
+PIN_ICON = mark_safe(  # noqa: S308 -- a constant
+    '<svg class="pin" aria-label="variant pinned" role="img" width="10" height="10" viewBox="0 0 16 16">'
+    '<path fill="currentColor" d="M5 1h6l-1 5 3 3H9v5l-1 2-1-2V9H3l3-3z"/></svg>')
+
+
+@register.simple_tag
+def badge(run, colour: int, pinned: bool = False) -> SafeString:
+    """A run's coloured badge: its variant, with its id, run time and pinning in the tooltip. The one
+    definition, for templates (`{% badge run colour pinned %}`) and for views that render it once per
+    request (every row of the comparison shows it)."""
+    started = dateformat.format(localtime(run.started_at), "Y-m-d H:i:s")
+    pin_note = " · variant pinned by the caller" if pinned else ""
+    return format_html('<span class="badge v{}" title="{} · run {} · {} UTC{}">{}{}</span>', colour, run.variant_name,
+                       run.id, started, pin_note, run.variant_name, PIN_ICON if pinned else "")
