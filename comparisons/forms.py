@@ -6,6 +6,7 @@ from django.forms.fields import InvalidJSONInput
 
 from comparisons.ids import parse_uuid
 from comparisons.queries import ComparisonError, RowFilter, RowQuery, RowSort, parse_run_ids
+from comparisons.rows_html import GRID, STACKED, VIEW_CHOICES
 from comparisons.validation import json_problem
 
 
@@ -17,6 +18,7 @@ class ComparisonForm(forms.Form):
     filter = forms.CharField(required=False)
     metric = forms.CharField(required=False)
     sort = forms.CharField(required=False)
+    view = forms.CharField(required=False)
 
     def parsed(self):
         """(run ids, RowQuery), or ComparisonError (400) naming the first bad parameter."""
@@ -31,6 +33,14 @@ class ComparisonForm(forms.Form):
         query = RowQuery(filter=data.get("filter") or RowFilter.ALL, metric=data.get("metric") or "",
                          sort=data.get("sort") or RowSort.NEWEST, after=after)
         return run_ids, query
+
+    def layout(self, run_count: int) -> str:
+        """`view=grid|stacked`; without it, the grid from 3 runs on (side by side reads best there)."""
+        self.is_valid()
+        view = self.cleaned_data.get("view") or ""
+        if view and view not in dict(VIEW_CHOICES):
+            raise ComparisonError(f"Unknown view '{view[:60]}'; use grid or stacked.")
+        return view or (GRID if run_count >= 3 else STACKED)
 
     def state(self) -> dict:
         """The non-empty parameters, for building links that keep the page's state."""

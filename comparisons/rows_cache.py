@@ -8,7 +8,7 @@ The key holds everything the rows' HTML is made of, read fresh on every request:
 - every column of the evaluation, its evaluators and the selected runs, in the comparison's order
   (names, cutoffs, ranges, statuses, times: what the windows, formats and badges depend on), and the
   badges themselves;
-- the row query (filter, metric, sort, cursor, page size) and the code's version.
+- the row query (filter, metric, sort, cursor, page size), the view (grid or stacked) and the code's version.
 
 The version is read before the rows, and both are read in committed snapshots, so rows cached under a
 version are never older than it: a reader that races a writer's commit caches newer rows under the
@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString
 
 from comparisons import queries
 from comparisons.queries import Comparison, RowQuery
-from comparisons.rows_html import render_rows
+from comparisons.rows_html import GRID, STACKED, render_grid_rows, render_rows
 from evalcompare import __version__
 
 CACHE_ALIAS = "comparison_rows"
@@ -53,9 +53,9 @@ def _columns(instance) -> tuple:
     return tuple(getattr(instance, field.attname) for field in instance._meta.concrete_fields)
 
 
-def cache_key(comparison: Comparison, query: RowQuery, badges: dict, version: tuple) -> str:
+def cache_key(comparison: Comparison, query: RowQuery, badges: dict, view: str, version: tuple) -> str:
     parts = (
-        MARKUP, __version__, version, _columns(comparison.evaluation),
+        MARKUP, __version__, version, view, _columns(comparison.evaluation),
         [_columns(evaluator) for evaluator in comparison.evaluators],
         [(_columns(run.run), run.position, run.colour, badges[run.id]) for run in comparison.runs],
         (query.filter, query.metric, query.sort, query.after, query.page_size),
@@ -63,15 +63,17 @@ def cache_key(comparison: Comparison, query: RowQuery, badges: dict, version: tu
     return "rows:" + hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def rendered_rows(comparison: Comparison, query: RowQuery, badges: dict) -> RenderedRows:
-    """A page of rows as HTML: from the cache when nothing it shows has changed, else rendered and kept."""
+def rendered_rows(comparison: Comparison, query: RowQuery, badges: dict, view: str = STACKED) -> RenderedRows:
+    """A page of rows as HTML, in the grid or stacked view: from the cache when nothing it shows has
+    changed, else rendered and kept."""
     query.validate(comparison)
     cache = caches[CACHE_ALIAS]
-    key = cache_key(comparison, query, badges, queries.dataset_version(comparison.evaluation.dataset_id))
+    key = cache_key(comparison, query, badges, view, queries.dataset_version(comparison.evaluation.dataset_id))
     rendered = cache.get(key)
     if rendered is None:
         page = queries.comparison_page(comparison, query)
-        rendered = RenderedRows(render_rows(comparison, page, badges), len(page.rows), page.next_after, key)
+        html = render_grid_rows(comparison, page) if view == GRID else render_rows(comparison, page, badges)
+        rendered = RenderedRows(html, len(page.rows), page.next_after, key)
         cache.set(key, rendered)
     return rendered
 

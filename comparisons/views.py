@@ -43,6 +43,7 @@ from comparisons.models import Evaluation, EvaluationRun, Feedback
 from comparisons.queries import ComparisonError, RowFilter, RowSort
 from comparisons.reviewers import REVIEWERS_GROUP, can_correct
 from comparisons.rows_cache import cached_html, rendered_rows
+from comparisons.rows_html import GRID, VIEW_CHOICES
 from comparisons.templatetags.comparisons import as_text, badge
 
 
@@ -121,7 +122,8 @@ def _comparison_context(request, name):
     state = form.state()
     state["run_ids"] = comparison.run_ids_param
     return {"evaluation": evaluation, "comparison": comparison, "row_query": row_query, "state": state,
-            "latest_only": latest_only, "pinned": queries.run_pinned_flags(run_ids)}
+            "latest_only": latest_only, "pinned": queries.run_pinned_flags(run_ids),
+            "view": form.layout(len(comparison.runs))}
 
 
 def _badges(comparison, pinned) -> dict:
@@ -152,11 +154,13 @@ def comparison_detail(request, name):
         context = _comparison_context(request, name)
         comparison = context["comparison"]
         if comparison is not None:
-            rows = rendered_rows(comparison, context["row_query"], _badges(comparison, context["pinned"]))
+            rows = rendered_rows(comparison, context["row_query"], _badges(comparison, context["pinned"]),
+                                 context["view"])
             context.update(page=rows, rows_html=rows.html,
                            chips=_chips(comparison, context["state"], context["pinned"]),
-                           filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES,
-                           column_count=4 + len(comparison.evaluators))
+                           filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES, view_choices=VIEW_CHOICES,
+                           column_count=1 + len(comparison.runs) if context["view"] == GRID
+                           else 4 + len(comparison.evaluators))
             if context["latest_only"]:  # open the selector so the next run is one click away
                 context["run_options"], _ = _run_options(context["evaluation"], "", [r.id for r in comparison.runs],
                                                          context["state"])
