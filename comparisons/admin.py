@@ -273,10 +273,10 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_filter = ["evaluation", "status", "variant_name", RunDateFilter]
     search_fields = ["variant_name"]
     list_select_related = ["evaluation"]
-    readonly_fields = ["id", "run_time", "heartbeat_at", "config_pretty", "tags_pretty", "inference_count",
-                       "error_count"]
-    fields = ["id", "run_time", "evaluation", "variant_name", "status", "finished_at", "heartbeat_at", "config_pretty",
-              "tags_pretty", "inference_count", "error_count"]
+    readonly_fields = ["id", "run_time", "running_since", "heartbeat_at", "config_pretty", "tags_pretty",
+                       "inference_count", "error_count"]
+    fields = ["id", "run_time", "evaluation", "variant_name", "status", "running_since", "finished_at", "heartbeat_at",
+              "config_pretty", "tags_pretty", "inference_count", "error_count"]
     actions = ["compare_selected"]
 
     def get_queryset(self, request):

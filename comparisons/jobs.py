@@ -5,11 +5,15 @@ portal's PostgreSQL (procrastinate's tables, made by `migrate`), one at a time, 
 on several machines share the queue without ever taking the same job (its row is locked when taken).
 """
 
+import json
+
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, transaction
 from django.utils import timezone
 from procrastinate.contrib.django import app
 from procrastinate.contrib.django.models import ProcrastinateJob
+from procrastinate.jobs import Status
 
 from comparisons.models import EvaluationRun, Evaluator
 from comparisons.runner.core import FAILURE_TAG, evaluate
@@ -18,6 +22,9 @@ from comparisons.runner.scorers import import_callable
 
 QUEUE = "runs"
 TASK_NAME = "comparisons.run_queued"
+RECOVER_TASK_NAME = "comparisons.recover_stalled_runs"
+# procrastinate's own threshold: a worker beats every 10 s, so 30 s without a beat means it is gone.
+STALLED_WORKER_S = 30
 
 
 @app.task(name=TASK_NAME, queue=QUEUE, pass_context=True)
@@ -141,3 +148,61 @@ def cancel_queued_job(run: EvaluationRun) -> bool:
         return False
     with transaction.atomic():
         return app.job_manager.cancel_job_by_id(job_id)
+
+
+# -- A worker killed outright (SIGKILL, OOM, a lost machine) ---------------------------------------------------------
+
+
+@app.periodic(cron="* * * * *")
+@app.task(name=RECOVER_TASK_NAME, queue=QUEUE, queueing_lock=RECOVER_TASK_NAME)
+async def recover_stalled_runs_every_minute(timestamp: int):
+    """Every minute, on whichever worker is free: resume the runs of workers that died (`recover_stalled_runs`)."""
+    await recover_stalled_runs()
+
+
+async def recover_stalled_runs() -> list[str]:
+    """Resume the runs whose worker died without saying so, and close their jobs; the ids of the runs resumed.
+
+    A run job is stalled when its worker has not beaten for STALLED_WORKER_S (procrastinate's worker heartbeats,
+    `get_stalled_jobs`). Its run is resumed as the Resume button does (`launch.resume_run`: queued again with a
+    new job; the runner then runs only what the run has not recorded, under the run's row lock) once the run
+    itself shows as interrupted (its own heartbeat, EvaluationRun.STALE_AFTER); until then it is left alone.
+    """
+    resumed = []
+    for job in await app.job_manager.get_stalled_jobs(queue=QUEUE, task_name=TASK_NAME,
+                                                      seconds_since_heartbeat=STALLED_WORKER_S):
+        run_id = _run_id_of(job)
+        outcome = await sync_to_async(_recover_run, thread_sensitive=False)(run_id)
+        if outcome == "wait":
+            continue
+        await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)  # its worker is gone
+        if outcome == "resumed":
+            resumed.append(run_id)
+    return resumed
+
+
+def _run_id_of(job) -> str | None:
+    """The run a job runs. Its arguments arrive as JSON text through Django's connection (procrastinate's
+    DjangoConnector), as an object through procrastinate's own connectors."""
+    args = json.loads(job.task_kwargs) if isinstance(job.task_kwargs, str) else job.task_kwargs
+    return args.get("run_id") if isinstance(args, dict) else None
+
+
+def _recover_run(run_id) -> str:
+    """"resumed" (the run is queued again), "wait" (not interrupted yet) or "done" (nothing to do for the run).
+    Runs in a thread of its own, whose database connection it closes."""
+    from comparisons.launch import RunStateError, resume_run  # launch imports this module in its functions
+
+    try:
+        run = EvaluationRun.objects.select_related("evaluation").filter(id=run_id).first()
+        if run is None or run.status != EvaluationRun.Status.RUNNING:
+            return "done"  # deleted, already resumed by hand, or it ended before its worker died
+        if not run.interrupted:
+            return "wait"
+        try:
+            resume_run(run)
+        except RunStateError:  # resumed meanwhile, or a task the workers cannot run: Resume says why on the page
+            return "done"
+        return "resumed"
+    finally:
+        connections.close_all()

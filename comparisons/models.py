@@ -354,6 +354,13 @@ class Evaluator(ValidatedNameModel):
             return value >= 0.5 if maximise else value < 0.5
         return value >= self.cutoff if maximise else value <= self.cutoff
 
+    def cutoff_met(self, mean: float | None) -> bool | None:
+        """Whether a run's mean meets this metric's `cutoff` (None without one; a run without scores
+        misses it). The comparison is `passes`, the rule every cell is coloured by."""
+        if self.cutoff is None:
+            return None
+        return mean is not None and self.passes(mean)
+
     def better(self, value: float, baseline: float) -> int:
         """1 when `value` improves on `baseline`, -1 when it regresses, 0 when equal."""
         if value == baseline:
@@ -404,6 +411,9 @@ class EvaluationRun(models.Model):
         null=True, blank=True, help_text="Refreshed while the run runs; a stale one means its process was killed.")
     stop_requested_at = models.DateTimeField(
         null=True, blank=True, help_text="Set by Stop in the portal: the run's worker cancels it cooperatively.")
+    running_since = models.DateTimeField(
+        null=True, blank=True, help_text="When a process (a worker, run_evaluation) last took the run and set it "
+        "running: a launched run waits in the queue before, and a resumed one starts again here.")
 
     objects = EvaluationRunQuerySet.as_manager()
 
@@ -460,6 +470,10 @@ class EvaluationRun(models.Model):
     def resumable(self) -> bool:
         """Whether Resume applies: a cancelled, failed or interrupted run."""
         return self.status in (self.Status.CANCELLED, self.Status.FAILED) or self.interrupted
+
+    def previous(self) -> "EvaluationRun | None":
+        """The run of the same evaluation made just before this one (None for the first)."""
+        return EvaluationRun.objects.for_evaluation(self.evaluation_id).filter(id__lt=self.id).recent().first()
 
     def window_datapoints(self):
         """The datapoints this run saw: its evaluation's dataset at run time."""

@@ -835,47 +835,107 @@ class RunProgress:
     done: int  # datapoints recorded (failed ones included)
     errors: int
     total: int  # datapoints the run will run at most (its window, or its max_datapoints)
-    elapsed_s: float  # since the first output recorded (0 before)
+    elapsed_s: float  # since a process took the run (running_since; the first output for older runs), 0 before
     throughput: float | None  # datapoints a second
     eta_s: float | None
     queue_position: int | None  # queued runs: 1 is the next a free worker takes
     stopping: bool  # Stop was pressed; the worker has not ended the run yet
-    metrics: list = field(default_factory=list)  # MetricSummary rows (running means and 95% CIs)
 
     @property
     def percent(self) -> int:
         return min(100, round(100 * self.done / self.total)) if self.total else 0
 
 
-def run_progress(run: EvaluationRun, *, statistics: bool = True) -> RunProgress:
-    """The run's progress: counts from its inferences, running means and 95% CIs from the kept
-    per-run sums (RunMetricSummary, kept by triggers as the worker writes), the queue position."""
+def run_progress(run: EvaluationRun) -> RunProgress:
+    """The run's progress: counts from its inferences, times from when a process took it, the queue position.
+
+    Elapsed runs from `running_since` (when a worker took the run, or the last resume did) to now, or to
+    the run's end once it has ended; a queued run has none yet. Running means are the run's outcome
+    (`run_outcome`), read from the same kept sums as the comparison page.
+    """
     from comparisons.ids import uuid7_min, uuid7_time
     from comparisons.jobs import queue_position
 
     now = timezone.now()
-    counts = Inference.objects.filter(run=run).aggregate(
+    queued = run.status == EvaluationRun.Status.QUEUED
+    since = None if queued else run.running_since
+    inferences = Inference.objects.filter(run=run)
+    counts = inferences.aggregate(
         n=Count("id"), errors=Count("id", filter=Q(error__isnull=False)),
-        recent=Count("id", filter=Q(id__gte=uuid7_min(now - timedelta(seconds=THROUGHPUT_WINDOW_S)))))
-    ids = Inference.objects.filter(run=run).values_list("id", flat=True)  # no min()/max() for uuid in PostgreSQL
-    counts["first"], counts["last"] = ids.order_by("id").first(), ids.order_by("-id").first()
+        recent=Count("id", filter=Q(id__gte=uuid7_min(now - timedelta(seconds=THROUGHPUT_WINDOW_S)))),
+        # recorded since the process took the run (a resumed run's earlier outputs are not this leg's)
+        this_leg=Count("id", filter=Q(id__gte=uuid7_min(since or 0))))
+    ids = inferences.values_list("id", flat=True)  # no min()/max() for uuid in PostgreSQL
+    first, last = (ids.order_by("id").first(), ids.order_by("-id").first()) if counts["n"] else (None, None)
+    if since is None and first is not None and not queued:  # runs recorded before running_since existed
+        since = uuid7_time(first)
     total = run.window_datapoints().count()
     limit = run.config_object.get("max_datapoints")
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         total = min(total, limit)
     active = run.status == EvaluationRun.Status.RUNNING and not run.interrupted
     elapsed = throughput = eta = None
-    if counts["first"] is not None:
-        end = now if active else uuid7_time(counts["last"])
-        elapsed = max(0.0, (end - uuid7_time(counts["first"])).total_seconds())
+    if since is not None:
+        end = now if active else run.finished_at or (uuid7_time(last) if last is not None else since)
+        elapsed = max(0.0, (end - since).total_seconds())
         if active:
             throughput = counts["recent"] / min(THROUGHPUT_WINDOW_S, max(elapsed, 1.0))
         elif elapsed > 0:
-            throughput = counts["n"] / elapsed
+            throughput = counts["this_leg"] / elapsed
         if active and throughput:
             eta = max(0, total - counts["n"]) / throughput
-    metrics = comparison_stats(resolve_comparison(run.evaluation, [run.id])).metrics if statistics else []
     return RunProgress(
         done=counts["n"], errors=counts["errors"], total=total, elapsed_s=elapsed or 0.0, throughput=throughput,
-        eta_s=eta, queue_position=queue_position(run) if run.status == EvaluationRun.Status.QUEUED else None,
-        stopping=run.stop_requested_at is not None and not run.ended, metrics=metrics)
+        eta_s=eta, queue_position=queue_position(run) if queued else None,
+        stopping=run.stop_requested_at is not None and not run.ended)
+
+
+@dataclass
+class MetricOutcome:
+    """One metric of a run's outcome: its mean, whether it meets its cutoff, its change since the previous run."""
+
+    evaluator: Evaluator
+    stat: MetricStat  # the run's n, mean and 95% CI over its whole window
+    cutoff_met: bool | None  # None: the metric has no cutoff
+    delta: DeltaStat | None  # paired Δ vs the previous run (None: no previous run, or nothing scored in both)
+
+
+@dataclass
+class RunOutcome:
+    """A run's summary: each metric's mean with its CI, cutoffs met, and Δ vs the previous run."""
+
+    run: SelectedRun
+    previous: SelectedRun | None
+    coverage: Coverage
+    metrics: list[MetricOutcome]
+
+    @property
+    def scored(self) -> bool:
+        return any(m.stat.n for m in self.metrics)
+
+    @property
+    def cutoffs(self) -> int:
+        return sum(m.cutoff_met is not None for m in self.metrics)
+
+    @property
+    def cutoffs_met(self) -> int:
+        return sum(m.cutoff_met is True for m in self.metrics)
+
+    @property
+    def compare_ids(self) -> str | None:
+        """`run_ids` of the comparison with the previous run (the previous run is the baseline)."""
+        return f"{self.previous.id},{self.run.id}" if self.previous else None
+
+
+def run_outcome(run: EvaluationRun) -> RunOutcome:
+    """The run's summary, from the comparison of [previous run, run]: the same statistics, CIs and paired Δ
+    as the comparison page (`comparison_stats`), and each cutoff judged by `Evaluator.cutoff_met`."""
+    previous = run.previous()
+    comparison = resolve_comparison(run.evaluation, [previous.id, run.id] if previous else [run.id])
+    stats = comparison_stats(comparison)
+    metrics = []
+    for summary in stats.metrics:
+        stat = summary.per_run[-1]
+        metrics.append(MetricOutcome(summary.evaluator, stat, summary.evaluator.cutoff_met(stat.mean), stat.delta))
+    this = comparison.runs[-1]
+    return RunOutcome(this, comparison.runs[0] if previous else None, stats.coverage[run.id], metrics)

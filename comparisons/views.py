@@ -93,7 +93,7 @@ def evaluation_list(request):
         # The older of the two latest runs is the baseline.
         compare_ids = f"{evaluation.previous_id},{evaluation.last_id}" if evaluation.previous_id else ""
         last_run = runs.get(evaluation.last_id)
-        progress = queries.run_progress(last_run, statistics=False) if last_run and not last_run.ended else None
+        progress = queries.run_progress(last_run) if last_run and not last_run.ended else None
         rows.append({"evaluation": evaluation, "last_run": last_run, "compare_ids": compare_ids, "progress": progress})
     return render(request, "comparisons/evaluation_list.html", {"rows": rows, "can_launch": can_launch(request.user)})
 
@@ -376,23 +376,11 @@ def feedback_revert(request, name, datapoint_id):
 @require_safe
 @login_required
 def run_detail(request, run_id):
-    """One run: config, tags, statistics, latency percentiles, tokens, cost and errors."""
-    run_uuid = parse_uuid(run_id)
-    if run_uuid is None:
-        return _error(request, ComparisonError(f"'{run_id[:60]}' is not a run id (a UUID is expected)."))
-    run = EvaluationRun.objects.select_related("evaluation").filter(id=run_uuid).first()
-    if run is None:
-        return _error(request, ComparisonError(f"No run with id {run_uuid}.", status=404))
-    comparison = queries.resolve_comparison(run.evaluation, [run.id])
-    stats = queries.comparison_stats(comparison)
-    summary = queries.run_summary(run)
-    previous = (EvaluationRun.objects.for_evaluation(run.evaluation).filter(id__lt=run.id).recent()
-                .values_list("id", flat=True).first())
-    return render(request, "comparisons/run_detail.html", {
-        "run": run, "stats": stats, "summary": summary, "coverage": stats.coverage[run.id],
-        "compare_previous": f"{previous},{run.id}" if previous else None, "colour": comparison.runs[0].colour,
-        "pinned": stats.coverage[run.id].pinned > 0, **_progress_context(request, run),
-    })
+    """One run: live progress, its summary (cutoffs, Δ vs the previous run), config, operations and errors."""
+    run, response = _run_or_error(request, run_id)
+    if response is not None:
+        return response
+    return render(request, "comparisons/run_detail.html", _run_page_context(request, run))
 
 
 def _forbidden_to_launch(request):
@@ -439,25 +427,37 @@ def _run_or_error(request, run_id):
     return run, None
 
 
-def _progress_context(request, run) -> dict:
-    previous = (EvaluationRun.objects.for_evaluation(run.evaluation).filter(id__lt=run.id).recent()
-                .values_list("id", flat=True).first())
-    return {"run": run, "progress": queries.run_progress(run), "can_launch": can_launch(request.user),
-            "compare_previous": f"{previous},{run.id}" if previous else None}
+def _run_page_context(request, run) -> dict:
+    """What the run page shows of `run` now: its progress card and its body (summary, config, operations,
+    errors); the progress poll sends both, so nothing on the page is older than a second while it runs."""
+    outcome = queries.run_outcome(run)
+    return {"run": run, "progress": queries.run_progress(run), "outcome": outcome, "summary": queries.run_summary(run),
+            "colour": outcome.run.colour, "pinned": outcome.coverage.pinned > 0,
+            "compare_previous": outcome.compare_ids, "can_launch": can_launch(request.user)}
+
+
+def _run_update(request, run, context: dict, partial: str):
+    """A polled fragment of `run` (`run-progress-update` or `run-chip-update`); when it shows the run ended,
+    it carries the toast saying so, with the run's outcome (htmx only: a page loaded after the end has no poll)."""
+    if run.ended and request.htmx:
+        context.setdefault("outcome", queries.run_outcome(run))
+        context["toast"] = True
+    return render(request, f"comparisons/run_detail.html#{partial}", context)
 
 
 @require_safe
 @login_required
 @vary_on_headers("HX-Request")
 def run_progress(request, run_id):
-    """The run's live progress (polled every second while it runs), or its status chip (`view=chip`)."""
+    """The run's live progress with the page's refreshed body (polled every second while it runs), or its
+    status chip (`view=chip`, on the evaluation list and the comparison page)."""
     run, response = _run_or_error(request, run_id)
     if response is not None:
         return response
-    partial = "run-chip" if request.GET.get("view") == "chip" else "run-progress"
-    context = _progress_context(request, run) if partial == "run-progress" else {
-        "run": run, "progress": queries.run_progress(run, statistics=False)}
-    return render(request, f"comparisons/run_detail.html#{partial}", context)
+    if request.GET.get("view") == "chip":
+        return _run_update(request, run, {"run": run, "progress": queries.run_progress(run), "chip": True},
+                           "run-chip-update")
+    return _run_update(request, run, _run_page_context(request, run), "run-progress-update")
 
 
 def _run_action(request, run_id, action):
@@ -472,7 +472,7 @@ def _run_action(request, run_id, action):
         return _error(request, ComparisonError(str(error), status=409), slot="#run-action-error")
     if not request.htmx:
         return redirect("run_detail", run.id)
-    return render(request, "comparisons/run_detail.html#run-progress", _progress_context(request, run))
+    return _run_update(request, run, _run_page_context(request, run), "run-progress-update")
 
 
 @require_POST

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
+from django.utils import timezone
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from comparisons.jobs import TASK_NAME, queue_position
@@ -227,6 +228,21 @@ def test_resume_queues_a_cancelled_run_again_and_refuses_unregistered_tasks(clie
     assert "not registered in EVALCOMPARE_TASKS" in response.content.decode()
     foreign.refresh_from_db()
     assert foreign.status == EvaluationRun.Status.FAILED
+
+
+def test_an_interrupted_run_can_be_resumed_and_a_live_one_cannot(client_launcher, qa):
+    run = RunFactory(evaluation=qa, status=EvaluationRun.Status.RUNNING,
+                     config={"task": "comparisons.demo_tasks:offline_model"})
+    EvaluationRun.objects.filter(id=run.id).update(heartbeat_at=timezone.now())
+    response = client_launcher.post(reverse("run_resume", args=[run.id]), headers={"HX-Request": "true"})
+    assert response.status_code == 409  # its process is alive: it is running, not interrupted
+    stale = timezone.now() - EvaluationRun.STALE_AFTER - timedelta(seconds=1)
+    EvaluationRun.objects.filter(id=run.id).update(heartbeat_at=stale)
+    response = client_launcher.post(reverse("run_resume", args=[run.id]), headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    run.refresh_from_db()
+    assert run.status == EvaluationRun.Status.QUEUED
+    assert ProcrastinateJob.objects.get().args == {"run_id": str(run.id)}
 
 
 def test_run_actions_need_post_and_a_valid_run(client_launcher, qa):

@@ -7,10 +7,15 @@ import time
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Permission
+from django.db import connection
 from django.db.models import Count
 from django.urls import reverse
+from procrastinate.contrib.django.models import ProcrastinateJob
+from procrastinate.exceptions import AlreadyEnqueued
 
+from comparisons.jobs import RECOVER_TASK_NAME, TASK_NAME, recover_stalled_runs, recover_stalled_runs_every_minute
 from comparisons.models import EvaluationRun, Inference
 from tests.factories import UserFactory, qa_evaluation
 
@@ -156,22 +161,41 @@ def test_a_worker_shutting_down_cancels_its_run_which_another_worker_resumes(qa,
     assert_complete_exactly_once(run)
 
 
-def test_a_killed_worker_leaves_the_run_interrupted_and_resuming_completes_it_exactly_once(
-        qa, launcher_client, workers):
+def test_a_killed_workers_run_is_recovered_on_another_worker_exactly_once(qa, launcher_client, workers):
     worker = workers()
-    run = launch_long_run(launcher_client, "killed")
+    run = launch_long_run(launcher_client, "recovered")
     worker.send_signal(signal.SIGKILL)
     worker.wait(60)
+    job = ProcrastinateJob.objects.get(task_name=TASK_NAME, args__run_id=str(run.id))
+    assert job.status == "doing"  # procrastinate cannot know yet: the worker said nothing
+    # What the minutes after the kill bring, without waiting for them: the dead worker's heartbeat goes stale.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '5 minutes' WHERE id = %s",
+                       [job.worker_id])
+    assert async_to_sync(recover_stalled_runs)() == []  # the run's own heartbeat is still fresh: left alone
     assert status(run) == "running"
-    # Its heartbeat is no longer refreshed: once it is older than STALE_AFTER the run shows as interrupted.
+    # Its own heartbeat is no longer refreshed: once it is older than STALE_AFTER the run shows as interrupted.
     last_beat = EvaluationRun.objects.get(id=run.id).heartbeat_at
     stale = last_beat - EvaluationRun.STALE_AFTER - timedelta(seconds=1)
     EvaluationRun.objects.filter(id=run.id).update(heartbeat_at=stale)
     page = launcher_client.get(reverse("run_detail", args=[run.id])).content.decode()
-    assert "Interrupted" in page and ">Resume<" in page
+    assert "Interrupted" in page and ">Resume<" in page  # Resume by hand would do what the recovery does
     kept = Inference.objects.filter(run=run).count()
     assert 5 <= kept < DATAPOINTS
-    workers()
-    assert launcher_client.post(reverse("run_resume", args=[run.id])).status_code == 302
+
+    workers()  # another worker: it runs the recovery (each minute; here at once) and then the resumed run
+    try:
+        recover_stalled_runs_every_minute.defer(timestamp=0)
+    except AlreadyEnqueued:
+        pass  # the new worker's periodic deferrer queued it already
     wait_for(lambda: status(run) == "completed")
     assert_complete_exactly_once(run)
+    assert ProcrastinateJob.objects.get(id=job.id).status == "failed"  # the dead worker's job is closed
+    assert ProcrastinateJob.objects.filter(task_name=RECOVER_TASK_NAME, status="succeeded").exists()
+
+
+def test_the_recovery_runs_every_minute_on_the_runs_queue():
+    from procrastinate.contrib.django import app
+
+    periodic = [task for task in app.periodic_registry.periodic_tasks.values() if task.task.name == RECOVER_TASK_NAME]
+    assert [(task.cron, task.task.queue) for task in periodic] == [("* * * * *", "runs")]

@@ -1193,11 +1193,11 @@ def _evaluate(
         interrupts = _Interrupts()
         interrupts.install()  # before the run exists: from here on no signal can leave it `running`
     try:
-        run.heartbeat_at = timezone.now()
+        run.heartbeat_at = run.running_since = timezone.now()
         if resume is None:
             run.save(force_insert=True)
         else:  # claimed as `running` above, under its row lock
-            run.save(update_fields=["heartbeat_at"])
+            run.save(update_fields=["heartbeat_at", "running_since"])
     except BaseException:
         if own_interrupts:
             interrupts.restore()

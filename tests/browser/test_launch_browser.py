@@ -46,12 +46,23 @@ def test_launch_watch_and_compare_with_the_previous_run(page, live_server, qa, w
     run = EvaluationRun.objects.get(variant_name="from-the-browser")
     assert page.url.endswith(f"/runs/{run.id}/")
 
-    # The progress fragment refreshes itself until the run ends: the toast only comes with a refreshed fragment.
+    # The progress fragment refreshes itself until the run ends, the rest of the page with it; the poll that
+    # sees the end brings the summary and a toast.
     page.locator("#run-progress .status.running").wait_for(timeout=30_000)
-    toast = page.locator(".toast")
+    toast = page.locator("#toasts .toast")
     toast.wait_for(timeout=60_000)
-    assert "Run completed" in toast.inner_text()
+    assert page.get_by_role("status").locator(".toast").count() == 1  # in the live region: announced
+    assert page.locator("#toasts").get_attribute("aria-live") == "polite"
+    assert "Run from-the-browser finished" in toast.inner_text()
     assert page.locator(".progress-count").inner_text() == f"{DATAPOINTS} / {DATAPOINTS} datapoints"
-    toast.get_by_role("link", name="Compare with the previous run").click()
-    page.wait_for_url(f"**/evaluations/qa/?run_ids={qa.id},{run.id}")
+    summary = page.locator(".run-summary")
+    summary.wait_for()
+    assert "No cutoffs set" in summary.inner_text()
+    assert f"Inferences\n{DATAPOINTS} (0 missing)" in page.locator(".card", has_text="Operations").inner_text()
+    compare = f"/evaluations/qa/?run_ids={qa.id},{run.id}"
+    assert toast.get_by_role("link", name="Compare with previous run").get_attribute("href") == compare
+    toast.get_by_role("button", name="Dismiss").click()
+    toast.wait_for(state="detached")
+    summary.get_by_role("link", name="Compare with previous run").click()
+    page.wait_for_url(f"**{compare}")
     page.locator(".chip", has_text="from-the-browser").wait_for()
