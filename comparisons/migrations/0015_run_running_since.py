@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('comparisons', '0013_run_queue'),
+        ('comparisons', '0014_dataset_version'),
     ]
 
     operations = [
