@@ -279,6 +279,9 @@ class CellOutput:
     output: object
     error: str | None
     latency_ms: float | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -426,7 +429,8 @@ WINNING_FEEDBACK_SQL = """
 # run's inference (unique index on (run, datapoint)): its fields and its winning feedback per metric
 # (`feedback_latest_idx`, DISTINCT ON). PostgreSQL evaluates it only for the rows the LIMIT keeps.
 CELLS_JSON_SQL = """(
-    SELECT json_agg(json_build_array(i.run_id, i.id, i.output, i.error, i.latency_ms, (
+    SELECT json_agg(json_build_array(i.run_id, i.id, i.output, i.error, i.latency_ms, i.input_tokens,
+                                     i.output_tokens, i.cost, (
         SELECT json_agg(json_build_array(w.metric, w.value, w.source, w.reason)) FROM (""" + \
     WINNING_FEEDBACK_SQL.format(inference="i.id") + """) w
     )))::text
@@ -466,13 +470,15 @@ def comparison_page(comparison: Comparison, query: RowQuery = RowQuery()) -> Com
     rows = []
     for datapoint in datapoints:
         found = {}
-        for run_id, inference_id, output, error, latency, feedback in json.loads(datapoint.cells_json or "[]"):
+        for run_id, inference_id, output, error, latency, tokens_in, tokens_out, cost, feedback in \
+                json.loads(datapoint.cells_json or "[]"):
             run_uuid = runs_by_text[run_id]
             scores = {}
             for metric, value, source, reason in feedback or ():
                 evaluator = evaluators.get(metric)
                 scores[metric] = Score(value, source, reason, evaluator.passes(value) if evaluator else None)
-            found[run_uuid] = (CellOutput(inference_id, run_uuid, output, error, latency), scores)
+            found[run_uuid] = (CellOutput(inference_id, run_uuid, output, error, latency, tokens_in, tokens_out, cost),
+                               scores)
         cells = [make_cell(run, getattr(datapoint, f"in_window_{i}"), *found.get(run.id, (None, {})))
                  for i, run in enumerate(comparison.runs)]
         _mark_vs_baseline(comparison, cells)

@@ -79,6 +79,18 @@ def _score(evaluator, score) -> str:
     return NO_SCORE if score is None else f'<td class="num">{_score_value(evaluator, score)}</td>'
 
 
+def _usage(inference) -> str:
+    """Tokens in → out and cost of one inference, as a short muted line ('' when none were recorded)."""
+    parts = []
+    if inference.input_tokens is not None or inference.output_tokens is not None:
+        tokens_in = "?" if inference.input_tokens is None else f"{inference.input_tokens:,}"
+        tokens_out = "?" if inference.output_tokens is None else f"{inference.output_tokens:,}"
+        parts.append(f"{tokens_in} → {tokens_out} tok")
+    if inference.cost is not None:
+        parts.append(f"${float(inference.cost):.4f}" if inference.cost >= 0.0001 else f"${float(inference.cost):.2g}")
+    return f'<div class="usage">{" · ".join(parts)}</div>' if parts else ""
+
+
 def _cell(cell, evaluators, span: int) -> str:
     if cell.state in NOTES:
         return f'<td colspan="{span}" class="cell-note">{NOTES[cell.state]}</td>'
@@ -94,7 +106,7 @@ def _cell(cell, evaluators, span: int) -> str:
         parts.append(_score(evaluator, cell.scores.get(evaluator.name)))
     # Rounded half up like the template's floatformat (latencies are never negative).
     latency = f"{int(inference.latency_ms + 0.5)} ms" if inference.latency_ms is not None else "–"
-    parts.append(f'<td class="num">{latency}</td>')
+    parts.append(f'<td class="num">{latency}{_usage(inference)}</td>')
     return "".join(parts)
 
 
@@ -162,8 +174,10 @@ def _grid_cell(cell, evaluators, base_text: str | None, budget: DiffBudget) -> s
     text = as_text(inference.output)
     if text:
         parts.append(_grid_output(text, base_text, budget))
-    if inference.latency_ms is not None:
-        parts.append(f'<div class="gmeta">{int(inference.latency_ms + 0.5)} ms</div>')
+    usage = _usage(inference)
+    if inference.latency_ms is not None or usage:
+        latency = f"{int(inference.latency_ms + 0.5)} ms" if inference.latency_ms is not None else ""
+        parts.append(f'<div class="gmeta">{latency}{usage}</div>')
     parts.append("</td>")
     return "".join(parts)
 

@@ -110,3 +110,18 @@ def test_an_unknown_view_is_refused_clearly(client_logged_in, view, message):
     response = client_logged_in.get(url(evaluation, runs, view=view))
     assert response.status_code == 400
     assert message in response.content.decode().lower()
+
+
+@pytest.mark.parametrize("view", ["grid", "stacked"])
+def test_cells_show_tokens_and_cost(client_logged_in, view):
+    from comparisons.models import Inference
+
+    evaluation, runs, points = make_runs([["a", "b"], ["a", "b"], ["c", "d"]])
+    Inference.objects.filter(run=runs[1], datapoint=points[0]).update(input_tokens=1234567, output_tokens=89,
+                                                                       cost="0.00123")
+    Inference.objects.filter(run=runs[2], datapoint=points[0]).update(output_tokens=5, cost="0.00000042")
+    body = client_logged_in.get(url(evaluation, runs, view=view)).content.decode()
+    row = row_of(body, points[0])
+    assert "1,234,567 → 89 tok · $0.0012" in row
+    assert "? → 5 tok · $4.2e-07" in row
+    assert "tok" not in row_of(body, points[1])  # nothing recorded, nothing shown
