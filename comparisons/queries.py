@@ -29,6 +29,7 @@ from django.db.models import (
     F,
     FilteredRelation,
     FloatField,
+    Func,
     IntegerField,
     OuterRef,
     Q,
@@ -211,6 +212,7 @@ class RowFilter:
     IMPROVED = "improved"
     DIFFERS = "differs"
     MISSING = "missing"
+    ERROR_PREFIX = "error:"  # filter=error:<class>: the failure analysis' click-through (comparisons_error_class)
     CHOICES = [(ALL, "All rows"), (REGRESSED, "Regressed vs baseline"), (IMPROVED, "Improved vs baseline"),
                (DIFFERS, "Outputs differ"), (MISSING, "Missing or errored")]
 
@@ -235,9 +237,13 @@ class RowQuery:
 
     def validate(self, comparison: Comparison) -> None:
         """Raise ComparisonError (400) for values the page does not offer."""
-        if self.filter not in dict(RowFilter.CHOICES):
-            raise ComparisonError(f"Unknown filter '{self.filter}'; use one of: "
-                                  f"{', '.join(k for k, _ in RowFilter.CHOICES if k)}.")
+        if self.error_class is not None:
+            if not self.error_class or len(self.error_class) > 100:
+                raise ComparisonError("filter=error:<class> takes an error class of 1–100 characters, as the "
+                                      "failure analysis lists them (e.g. error:timeout).")
+        elif self.filter not in dict(RowFilter.CHOICES):
+            raise ComparisonError(f"Unknown filter '{self.filter[:60]}'; use one of: "
+                                  f"{', '.join(k for k, _ in RowFilter.CHOICES if k)}, or error:<class>.")
         if self.sort not in dict(RowSort.CHOICES):
             raise ComparisonError(f"Unknown sort '{self.sort}'; use one of: "
                                   f"{', '.join(k for k, _ in RowSort.CHOICES)}.")
@@ -250,6 +256,11 @@ class RowQuery:
             self.sort != RowSort.NEWEST
         if needs_two and len(comparison.runs) < 2:
             raise ComparisonError("Filtering or sorting against the baseline needs at least two runs.")
+
+    @property
+    def error_class(self) -> str | None:
+        """The class of `filter=error:<class>` (rows where a selected run failed that way), else None."""
+        return self.filter[len(RowFilter.ERROR_PREFIX):] if self.filter.startswith(RowFilter.ERROR_PREFIX) else None
 
     def sort_metric(self, comparison: Comparison) -> Evaluator:
         return comparison.evaluator(self.metric) or comparison.evaluators[0]
@@ -388,6 +399,10 @@ def rows_queryset(comparison: Comparison, query: RowQuery):
         differs = [Q(**{f"out_{i}__isnull": False, "out_0__isnull": False}) & ~Q(**{f"out_{i}": F("out_0")})
                    for i in others]
         qs = qs.filter(reduce(or_, differs))
+    elif query.error_class is not None:
+        failed = [Exists(_inference_of(run.id).annotate(error_class=ERROR_CLASS).filter(error_class=query.error_class))
+                  for run in comparison.runs]
+        qs = qs.filter(reduce(or_, [Q(w) & Q(f) for w, f in zip(windows, failed, strict=True)]))
     elif query.filter == RowFilter.MISSING:
         qs = qs.annotate(**{f"ok_{i}": Exists(_inference_of(run.id).filter(error__isnull=True))
                             for i, run in enumerate(comparison.runs)})
@@ -399,6 +414,21 @@ def rows_queryset(comparison: Comparison, query: RowQuery):
     direction = F("delta").asc(nulls_last=True) if query.sort == RowSort.REGRESSED_FIRST else \
         F("delta").desc(nulls_last=True)
     return qs.order_by(direction, "-id")
+
+
+ERROR_CLASS = Func(F("error"), function="comparisons_error_class", output_field=TextField())
+
+
+def failure_classes(comparison: Comparison) -> dict[str, dict[uuid.UUID, int]]:
+    """Per error class (comparisons_error_class), how many of each run's inferences in its window failed
+    that way; the classes most frequent overall first. One query."""
+    in_windows = reduce(or_, [Q(run_id=run.id) & window_q(run.time, "datapoint__") for run in comparison.runs])
+    rows = (Inference.objects.filter(in_windows, error__isnull=False).annotate(error_class=ERROR_CLASS)
+            .values_list("error_class", "run_id").annotate(n=Count("id")).order_by())
+    classes: dict[str, dict[uuid.UUID, int]] = defaultdict(dict)
+    for error_class, run_id, count in rows:
+        classes[error_class][run_id] = count
+    return dict(sorted(classes.items(), key=lambda item: (-sum(item[1].values()), item[0])))
 
 
 def rows_after(qs, query: RowQuery):

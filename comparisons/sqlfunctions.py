@@ -36,6 +36,7 @@ FILES = [
     "comparisons_true_paired_summaries",
     "comparisons_refresh_scores",
     "comparisons_data_changed",
+    "comparisons_error_class",
 ]
 
 _BODY = re.compile(r"\bAS \$\$(.*?)\$\$;", re.DOTALL)

@@ -6,6 +6,7 @@ urlpatterns = [
     path("evaluations/", views.evaluation_list, name="evaluation_list"),
     path("evaluations/<str:name>/", views.comparison_detail, name="comparison_detail"),
     path("evaluations/<str:name>/stats/", views.comparison_stats_detail, name="comparison_stats"),
+    path("evaluations/<str:name>/failures/", views.comparison_failures_detail, name="comparison_failures"),
     path("evaluations/<str:name>/runs/", views.run_search, name="run_search"),
     path("evaluations/<str:name>/export/", views.comparison_export, name="comparison_export"),
     path("evaluations/<str:name>/datapoints/<str:datapoint_id>/", views.datapoint_detail, name="datapoint_detail"),

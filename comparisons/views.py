@@ -191,6 +191,26 @@ def _comparison_is_cacheable(context) -> bool:
 @require_safe
 @login_required
 @vary_on_headers("HX-Request")
+def comparison_failures_detail(request, name):
+    """Failure analysis: each run's errors by class, each class a link to the rows that failed that way."""
+    try:
+        context = _comparison_context(request, name)
+        if context["comparison"] is None:
+            raise ComparisonError(f"'{name}' has no runs yet.", status=404)
+        classes = queries.failure_classes(context["comparison"])
+    except ComparisonError as error:
+        return _error(request, error, slot="#results-failures")
+    runs = context["comparison"].runs
+    context["failures"] = [{"error_class": error_class, "counts": [counts.get(run.id, 0) for run in runs],
+                            "state": {**context["state"], "filter": RowFilter.ERROR_PREFIX + error_class}}
+                           for error_class, counts in classes.items()]
+    template = "comparisons/comparison_failures.html"
+    return render(request, template + "#results-failures" if _is_fragment_request(request) else template, context)
+
+
+@require_safe
+@login_required
+@vary_on_headers("HX-Request")
 def comparison_stats_detail(request, name):
     """Statistics of the comparison: loaded by the page as its own fragment (they scan whole windows)."""
     try:

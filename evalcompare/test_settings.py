@@ -21,3 +21,8 @@ SECURE_HSTS_SECONDS = 0
 # The portal's tests launch runs of the demo's offline stand-ins (the default only with DEBUG=1).
 EVALCOMPARE_TASKS = {"demo-offline": "comparisons.demo_tasks:offline_model",
                      "sample-steady": "tests.sample_tasks:steady"}
+
+# Tests run up to a dozen threads on real connections in one process (concurrent writers and readers,
+# the browser tests' live server): a pool of 4 makes them queue for connections on a busy machine.
+if "pool" in DATABASES["default"].get("OPTIONS", {}):  # noqa: F405
+    DATABASES["default"]["OPTIONS"]["pool"] = {**DATABASES["default"]["OPTIONS"]["pool"], "max_size": 16}  # noqa: F405
