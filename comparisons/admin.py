@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from comparisons.forms import StorableJSONField
-from comparisons.ids import uuid7_min, uuid7_time
+from comparisons.ids import short_id, uuid7_min, uuid7_time
 from comparisons.models import (
     Datapoint,
     DatapointStaledError,
@@ -31,6 +31,7 @@ from comparisons.models import (
 )
 
 UUID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+ID_TAIL = re.compile(r"^[0-9a-fA-F]{4,12}$")  # within a UUID's last group, which has no dash
 
 
 class EstimatedCountPaginator(Paginator):
@@ -67,7 +68,8 @@ class PortalModelAdmin(admin.ModelAdmin):
 
 
 class IdPrefixAndTagsSearchMixin:
-    """Search also matches an id prefix (as shown in the portal) and text inside the `tags` JSON."""
+    """Search also matches an id prefix, the short id shown in the lists (an id's tail) and text inside
+    the `tags` JSON."""
 
     tag_search = True
 
@@ -79,6 +81,8 @@ class IdPrefixAndTagsSearchMixin:
         extra = Q()
         if UUID_PREFIX.match(term):
             extra |= Q(id_text__startswith=term.lower())
+        if ID_TAIL.match(term):  # the short id shown in the lists (ids.short_id)
+            extra |= Q(id_text__endswith=term.lower())
         if self.tag_search:
             extra |= Q(tags_text__icontains=term)
         if extra:
@@ -162,7 +166,7 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="created", ordering="id")
     def created(self, obj):
@@ -291,7 +295,7 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="status", ordering="status")
     def shown_status(self, obj):
@@ -380,11 +384,11 @@ class InferenceAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="datapoint")
     def datapoint_short(self, obj):
-        return str(obj.datapoint_id)[:8]
+        return short_id(obj.datapoint_id)
 
     @admin.display(boolean=True, description="error")
     def has_error(self, obj):
@@ -422,7 +426,7 @@ class FeedbackAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="created", ordering="id")
     def created(self, obj):
@@ -430,4 +434,4 @@ class FeedbackAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="inference")
     def inference_short(self, obj):
-        return str(obj.inference_id)[:8]
+        return short_id(obj.inference_id)

@@ -155,6 +155,7 @@ def comparison_detail(request, name):
             rows = rendered_rows(comparison, context["row_query"], _badges(comparison, context["pinned"]))
             context.update(page=rows, rows_html=rows.html,
                            chips=_chips(comparison, context["state"], context["pinned"]),
+                           configuration=queries.run_configurations(comparison),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES,
                            column_count=4 + len(comparison.evaluators))
             if context["latest_only"]:  # open the selector so the next run is one click away
