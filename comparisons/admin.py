@@ -277,10 +277,10 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     list_filter = ["evaluation", "status", "variant_name", RunDateFilter]
     search_fields = ["variant_name"]
     list_select_related = ["evaluation"]
-    readonly_fields = ["id", "run_time", "heartbeat_at", "config_pretty", "tags_pretty", "inference_count",
-                       "error_count"]
+    readonly_fields = ["id", "run_time", "heartbeat_at", "config_pretty", "tags_pretty", "evaluators_pretty",
+                       "inference_count", "error_count"]
     fields = ["id", "run_time", "evaluation", "variant_name", "status", "finished_at", "heartbeat_at", "config_pretty",
-              "tags_pretty", "inference_count", "error_count"]
+              "tags_pretty", "evaluators_pretty", "inference_count", "error_count"]
     actions = ["compare_selected"]
 
     def get_queryset(self, request):
@@ -320,6 +320,12 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     @admin.display(description="tags")
     def tags_pretty(self, obj):
         return pretty_json(obj.tags)
+
+    @admin.display(description="evaluators at run time")
+    def evaluators_pretty(self, obj):
+        if obj.evaluator_snapshot is None:
+            return "not recorded (the run was recorded before evaluator snapshots, or imported)"
+        return pretty_json(obj.evaluator_snapshot)
 
     @admin.action(description="Compare selected runs")
     def compare_selected(self, request, queryset):

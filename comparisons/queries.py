@@ -13,7 +13,7 @@ nothing in this module knows about HTTP. DESIGN.md, "The run-time window", is th
 import json
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property, reduce
 from operator import or_
@@ -913,6 +913,11 @@ class ConfigRow:
     label: str
     values: list[ConfigValue]  # one per selected run, in the comparison's order
     differs: bool  # the known values are not all equal
+    group: str = ""  # the evaluator a row of the evaluators' section is about
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}: {self.label}" if self.group else self.label
 
 
 @dataclass(frozen=True)
@@ -986,8 +991,8 @@ def _section(title: str, rows: list[ConfigRow]) -> ConfigSection:
     return ConfigSection(title, kept, len(rows) - len(kept))
 
 
-def _evaluator_label(name: str, kind, key: str) -> str:
-    return f"{name}: judge prompt" if kind == "llm_judge" and key == "config.prompt" else f"{name}: {key}"
+def _evaluator_label(kind, key: str) -> str:
+    return "judge prompt" if kind == "llm_judge" and key == "config.prompt" else key
 
 
 def run_configurations(comparison: Comparison) -> RunConfigurations:
@@ -1033,16 +1038,16 @@ def run_configurations(comparison: Comparison) -> RunConfigurations:
         kind = next((e.get("kind") for e in present if e is not None), None)
         changed = []
         if missing:
-            evaluator_rows.append(_config_row(f"{name}: evaluator", [
-                _ABSENT if i in missing else "yes" for i in range(len(runs))], unknown))
+            evaluator_rows.append(replace(_config_row("evaluator", [
+                _ABSENT if i in missing else "yes" for i in range(len(runs))], unknown), group=name))
             changed.append("not an evaluator of " + ", ".join(runs[i].run.short_id for i in sorted(missing)))
         labels = dict(EVALUATOR_FIELDS)
         for key in _ordered_keys(entries, list(labels)):
-            row = _config_row(_evaluator_label(name, kind, labels.get(key, key)),
+            row = _config_row(_evaluator_label(kind, labels.get(key, key)),
                               [entry.get(key, _ABSENT) for entry in entries], unknown, missing)
-            evaluator_rows.append(row)
+            evaluator_rows.append(replace(row, group=name))
             if row.differs:
-                changed.append(row.label.removeprefix(f"{name}: "))
+                changed.append(row.label)
         if changed:
             differences.append(f"{name}: {', '.join(changed)}")
     sections.append(_section("Evaluators at run time", evaluator_rows))

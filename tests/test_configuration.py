@@ -167,7 +167,7 @@ def test_a_changed_judge_prompt_cutoff_or_evaluator_set_is_named(qa):
     configurations = run_configurations(resolve_comparison(qa, [before.id, after.id]))
     assert configurations.evaluator_differences == [
         "exact: cutoff", "judge: judge prompt", f"fresh: not an evaluator of {before.short_id}"]
-    rows = {row.label: row for row in configurations.sections[2].rows}
+    rows = {row.name: row for row in configurations.sections[2].rows}
     assert [v.text for v in rows["exact: cutoff"].values] == ["0.5", "0.7"]
     assert rows["exact: cutoff"].values[1].differs and not rows["exact: kind"].differs
     assert [v.state for v in rows["fresh: evaluator"].values] == ["absent", ""]
