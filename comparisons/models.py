@@ -448,8 +448,7 @@ class EvaluationRun(models.Model):
         return f"{self.variant_name} · {self.started_at:%Y-%m-%d %H:%M} · {self.short_id}"
 
     @classmethod
-    def new(cls, evaluation, variant_name: str, *, config=None, tags=None, status=Status.RUNNING,
-            **fields) -> "EvaluationRun":
+    def new(cls, evaluation, variant_name: str, *, config=None, tags=None, status=Status.RUNNING) -> "EvaluationRun":
         """A new run, not yet saved: the one constructor of the runner and of portal launches.
 
         Its id (run time) is taken now, and with it a snapshot of every evaluator of `evaluation`
@@ -460,9 +459,8 @@ class EvaluationRun(models.Model):
         for what, value in (("config", config), ("tags", tags)):
             if problem := json_problem(value):
                 raise ValueError(f"the run's {what} {problem}")
-        return cls(id=fields.pop("id", None) or uuid7(), evaluation=evaluation, variant_name=variant_name,
-                   config=config, tags=tags, status=status, evaluator_snapshot=evaluator_snapshot(evaluation),
-                   **fields)
+        return cls(id=uuid7(), evaluation=evaluation, variant_name=variant_name, config=config, tags=tags,
+                   status=status, evaluator_snapshot=evaluator_snapshot(evaluation))
 
     @property
     def started_at(self) -> datetime:
