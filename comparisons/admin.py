@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from comparisons.forms import StorableJSONField
-from comparisons.ids import uuid7_min, uuid7_time
+from comparisons.ids import short_id, uuid7_min, uuid7_time
 from comparisons.models import (
     Datapoint,
     DatapointStaledError,
@@ -31,6 +31,7 @@ from comparisons.models import (
 )
 
 UUID_PREFIX = re.compile(r"^[0-9a-fA-F-]{4,36}$")
+ID_TAIL = re.compile(r"^[0-9a-fA-F]{4,12}$")  # within a UUID's last group, which has no dash
 
 
 class EstimatedCountPaginator(Paginator):
@@ -67,7 +68,8 @@ class PortalModelAdmin(admin.ModelAdmin):
 
 
 class IdPrefixAndTagsSearchMixin:
-    """Search also matches an id prefix (as shown in the portal) and text inside the `tags` JSON."""
+    """Search also matches an id prefix, the short id shown in the lists (an id's tail) and text inside
+    the `tags` JSON."""
 
     tag_search = True
 
@@ -79,6 +81,8 @@ class IdPrefixAndTagsSearchMixin:
         extra = Q()
         if UUID_PREFIX.match(term):
             extra |= Q(id_text__startswith=term.lower())
+        if ID_TAIL.match(term):  # the short id shown in the lists (ids.short_id)
+            extra |= Q(id_text__endswith=term.lower())
         if self.tag_search:
             extra |= Q(tags_text__icontains=term)
         if extra:
@@ -162,7 +166,7 @@ class DatapointAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="created", ordering="id")
     def created(self, obj):
@@ -274,9 +278,9 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     search_fields = ["variant_name"]
     list_select_related = ["evaluation"]
     readonly_fields = ["id", "run_time", "running_since", "heartbeat_at", "config_pretty", "tags_pretty",
-                       "inference_count", "error_count"]
+                       "evaluators_pretty", "inference_count", "error_count"]
     fields = ["id", "run_time", "evaluation", "variant_name", "status", "running_since", "finished_at", "heartbeat_at",
-              "config_pretty", "tags_pretty", "inference_count", "error_count"]
+              "config_pretty", "tags_pretty", "evaluators_pretty", "inference_count", "error_count"]
     actions = ["compare_selected"]
 
     def get_queryset(self, request):
@@ -291,7 +295,7 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="status", ordering="status")
     def shown_status(self, obj):
@@ -316,6 +320,12 @@ class EvaluationRunAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
     @admin.display(description="tags")
     def tags_pretty(self, obj):
         return pretty_json(obj.tags)
+
+    @admin.display(description="evaluators at run time")
+    def evaluators_pretty(self, obj):
+        if obj.evaluator_snapshot is None:
+            return "not recorded (the run was recorded before evaluator snapshots, or imported)"
+        return pretty_json(obj.evaluator_snapshot)
 
     @admin.action(description="Compare selected runs")
     def compare_selected(self, request, queryset):
@@ -380,11 +390,11 @@ class InferenceAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="datapoint")
     def datapoint_short(self, obj):
-        return str(obj.datapoint_id)[:8]
+        return short_id(obj.datapoint_id)
 
     @admin.display(boolean=True, description="error")
     def has_error(self, obj):
@@ -422,7 +432,7 @@ class FeedbackAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj):
-        return str(obj.id)[:8]
+        return short_id(obj.id)
 
     @admin.display(description="created", ordering="id")
     def created(self, obj):
@@ -430,4 +440,4 @@ class FeedbackAdmin(IdPrefixAndTagsSearchMixin, PortalModelAdmin):
 
     @admin.display(description="inference")
     def inference_short(self, obj):
-        return str(obj.inference_id)[:8]
+        return short_id(obj.inference_id)

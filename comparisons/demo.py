@@ -21,6 +21,7 @@ from comparisons.models import (
     Feedback,
     Function,
     Inference,
+    evaluator_snapshot,
 )
 from comparisons.reviewers import reviewers_group
 
@@ -100,10 +101,13 @@ def load_demo(path: Path = DEMO_FILE) -> DemoLoad:
     ])
     inputs = {d["id"]: d["input"] for d in data["datapoints"]}
     runs, inferences, feedback = [], [], []
+    # The demo's scores were made by the demo's evaluators: each run records them as its snapshot.
+    snapshots = {name: evaluator_snapshot(evaluation) for name, evaluation in evaluations.items()}
     for r in data["runs"]:
         runs.append(EvaluationRun(
             id=r["id"], evaluation=evaluations[r["evaluation"]], variant_name=r["variant_name"],
             status=r["status"], config=r["config"], tags=r["tags"], finished_at=parse_datetime(r["finished_at"]),
+            evaluator_snapshot=snapshots[r["evaluation"]],
         ))
         for i in r["inferences"]:
             inferences.append(Inference(

@@ -89,6 +89,18 @@ def uuid7_min(when: datetime | int) -> uuid.UUID:
     return uuid.UUID(int=_ms(when) << 80)
 
 
+SHORT_ID_LENGTH = 8
+
+
+def short_id(value: uuid.UUID | str) -> str:
+    """The short form of an id shown everywhere (run selector, chips, run pages, admin): its last 8 hex
+    digits. A UUIDv7 starts with its time, so a prefix is the same for everything made in the same
+    minute; its last 62 bits are random, so 8 digits (32 bits) tell apart any runs shown together
+    (two of 10,000 runs share them with a chance of about 1%, and the run selector then lists both).
+    The run selector and the admin search find an id by this tail as well as by a prefix."""
+    return str(value)[-SHORT_ID_LENGTH:]
+
+
 def parse_uuid(text: str) -> uuid.UUID | None:
     """The UUID in `text`, or None when it is not a well-formed UUID."""
     try:

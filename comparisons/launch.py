@@ -170,8 +170,9 @@ def launch_run(evaluation, form: RunLaunchForm, user) -> EvaluationRun:
         config["seed"] = random.SystemRandom().randrange(2**63)
     tags = {**form.cleaned_data["tags"], "evalcompare::launched_by": user.get_username()}
     with transaction.atomic():
-        run = EvaluationRun.objects.create(evaluation=evaluation, variant_name=form.cleaned_data["variant"],
-                                           status=EvaluationRun.Status.QUEUED, config=config, tags=tags)
+        run = EvaluationRun.new(evaluation, form.cleaned_data["variant"], config=config, tags=tags,
+                                status=EvaluationRun.Status.QUEUED)
+        run.save(force_insert=True)
         enqueue(run)
     return run
 

@@ -19,7 +19,8 @@ from django.db.models import Exists, OuterRef, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from comparisons.ids import uuid7, uuid7_max, uuid7_time
+from comparisons.ids import short_id, uuid7, uuid7_max, uuid7_time
+from comparisons.validation import json_problem
 
 # \A and \Z, not ^ and $: "$" also matches before a final line break, which let "name\n" through.
 NAME_VALIDATOR = RegexValidator(
@@ -369,6 +370,27 @@ class Evaluator(ValidatedNameModel):
         return 1 if improved else -1
 
 
+SNAPSHOT_FIELDS = ("kind", "value_type", "optimize", "cutoff", "min_value", "max_value", "config")
+
+
+def _snapshot_value(value):
+    """A field value as PostgreSQL's JSON can hold it: a float column may hold NaN or ±inf (written
+    around the form's checks), which JSON cannot; such a value is kept as its name."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return value
+
+
+def evaluator_snapshot(evaluation) -> list[dict]:
+    """Every evaluator of `evaluation` as it is now, in evaluator order: name and SNAPSHOT_FIELDS.
+
+    Read from the database, whose JSON holds no NUL, NaN or infinity; only the float columns need
+    `_snapshot_value`."""
+    return [{"name": values["name"], **{field: _snapshot_value(values[field]) for field in SNAPSHOT_FIELDS}}
+            for values in Evaluator.objects.filter(evaluation=evaluation).order_by("id")
+            .values("name", *SNAPSHOT_FIELDS)]
+
+
 BOUNDED_KINDS = {"exact_match", "contains", "regex", "json_valid", "json_match", "levenshtein", "bleu", "rouge_l"}
 
 
@@ -406,6 +428,10 @@ class EvaluationRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     config = models.JSONField(default=dict, blank=True, help_text="Snapshot: model, prompt, parameters.")
     tags = models.JSONField(default=dict, blank=True)
+    evaluator_snapshot = models.JSONField(
+        null=True, blank=True, editable=False,
+        help_text="Every evaluator of the evaluation as it was when the run was created (`evaluator_snapshot()`); "
+                  "null for runs recorded before snapshots existed.")
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(
         null=True, blank=True, help_text="Refreshed while the run runs; a stale one means its process was killed.")
@@ -429,7 +455,22 @@ class EvaluationRun(models.Model):
         permissions = [("launch_run", "Can launch, stop and resume runs from the portal")]
 
     def __str__(self):
-        return f"{self.variant_name} · {self.started_at:%Y-%m-%d %H:%M} · {str(self.id)[:8]}"
+        return f"{self.variant_name} · {self.started_at:%Y-%m-%d %H:%M} · {self.short_id}"
+
+    @classmethod
+    def new(cls, evaluation, variant_name: str, *, config=None, tags=None, status=Status.RUNNING) -> "EvaluationRun":
+        """A new run, not yet saved: the one constructor of the runner and of portal launches.
+
+        Its id (run time) is taken now, and with it a snapshot of every evaluator of `evaluation`
+        (`evaluator_snapshot`), so that the comparison can tell when runs were scored differently.
+        ValueError when `config` or `tags` hold what PostgreSQL cannot store (NUL, NaN, …)."""
+        config = {} if config is None else config
+        tags = {} if tags is None else tags
+        for what, value in (("config", config), ("tags", tags)):
+            if problem := json_problem(value):
+                raise ValueError(f"the run's {what} {problem}")
+        return cls(id=uuid7(), evaluation=evaluation, variant_name=variant_name, config=config, tags=tags,
+                   status=status, evaluator_snapshot=evaluator_snapshot(evaluation))
 
     @property
     def started_at(self) -> datetime:
@@ -438,7 +479,8 @@ class EvaluationRun(models.Model):
 
     @property
     def short_id(self) -> str:
-        return str(self.id)[:8]
+        """The id as shown: its random tail (`ids.short_id`), unique among the runs on a page."""
+        return short_id(self.id)
 
     @property
     def interrupted(self) -> bool:

@@ -13,7 +13,7 @@ nothing in this module knows about HTTP. DESIGN.md, "The run-time window", is th
 import json
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cached_property, reduce
 from operator import or_
@@ -731,7 +731,8 @@ class RunOption:
 def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID] = (), limit: int = 10):
     """Runs of `evaluation` for the run selector: most recent first, or matching `q`.
 
-    `q` matches the variant name, a tag key or value, or an id prefix. A full UUID finds that run
+    `q` matches the variant name, a tag key or value, an id prefix or the short id (`ids.short_id`,
+    an id's tail). A full UUID finds that run
     first; when it belongs to another evaluation, that run is returned as `foreign` so the caller can say so.
     Returns (options, foreign_run_or_None). Four small queries (runs, pin flags, headlines from the
     running sums).
@@ -750,6 +751,8 @@ def search_runs(evaluation: Evaluation, q: str = "", *, selected: list[uuid.UUID
         matches = Q(variant_name__icontains=q) | Q(tags__icontains=q)
         if all(c in "0123456789abcdef" for c in prefix):
             matches |= Q(id__startswith=_uuid_prefix(prefix))
+            if len(prefix) <= 12:  # the short id shown (ids.short_id) is a tail of the id's last group
+                matches |= Q(id__endswith=prefix)
         runs = runs.filter(matches)
     runs = list(with_ordinal(runs)[:limit])
     colours = assign_colours({r.id: r.ordinal for r in runs})
@@ -975,3 +978,173 @@ def run_outcome(run: EvaluationRun) -> RunOutcome:
         metrics.append(MetricOutcome(summary.evaluator, stat, summary.evaluator.cutoff_met(stat.mean), stat.delta))
     this = comparison.runs[-1]
     return RunOutcome(this, comparison.runs[0] if previous else None, stats.coverage[run.id], metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration: are these runs comparable?
+
+CONFIG_TEXT_LIMIT = 2_000  # characters of one value shown; the rest is said, not shown
+CONFIG_ROWS_LIMIT = 200  # rows of one section (a config with thousands of keys stays a page)
+CONFIG_FIRST_KEYS = ("model", "prompt", "task", "task_name", "base_url", "temperature")
+EVALUATOR_FIELDS = (("kind", "kind"), ("value_type", "value type"), ("optimize", "optimize"),
+                    ("cutoff", "cutoff"), ("min_value", "smallest value"), ("max_value", "largest value"))
+
+
+@dataclass(frozen=True)
+class ConfigValue:
+    """One run's value of one configuration row."""
+
+    text: str | None  # None: the run has no such key / evaluator
+    state: str = ""  # "" (a value), "absent", or "not-recorded" (a run from before evaluator snapshots)
+    more: int = 0  # characters left out of `text`
+    differs: bool = False  # differs from the baseline's value (both known)
+
+    @property
+    def long(self) -> bool:
+        return self.text is not None and (len(self.text) > 60 or "\n" in self.text)
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    label: str
+    values: list[ConfigValue]  # one per selected run, in the comparison's order
+    differs: bool  # the known values are not all equal
+    group: str = ""  # the evaluator a row of the evaluators' section is about
+
+    @property
+    def name(self) -> str:
+        return f"{self.group}: {self.label}" if self.group else self.label
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    title: str
+    rows: list[ConfigRow]
+    hidden_rows: int = 0  # rows beyond CONFIG_ROWS_LIMIT
+
+    @property
+    def differs(self) -> bool:
+        return any(row.differs for row in self.rows)
+
+
+@dataclass(frozen=True)
+class RunConfigurations:
+    """The selected runs' configurations side by side, and whether their scores are comparable."""
+
+    sections: list[ConfigSection]
+    not_recorded: list[SelectedRun]  # runs from before evaluator snapshots were recorded
+    evaluator_differences: list[str]  # "answer_quality: judge prompt", one per differing evaluator
+
+    @property
+    def differences(self) -> int:
+        return sum(1 for section in self.sections for row in section.rows if row.differs)
+
+
+_ABSENT = object()
+
+
+def _config_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _config_row(label: str, raw: list, unknown=frozenset(), ignore=frozenset()) -> ConfigRow:
+    """A row from each run's raw value (`_ABSENT` when it has none). Runs in `unknown` recorded nothing;
+    runs in `ignore` are shown but left out of whether the row differs."""
+    known = [value for i, value in enumerate(raw) if i not in unknown and i not in ignore]
+    differs = any(value != known[0] or type(value) is not type(known[0]) for value in known[1:])
+    base = raw[0]
+    values = []
+    for i, value in enumerate(raw):
+        if i in unknown:
+            values.append(ConfigValue(None, "not-recorded"))
+            continue
+        changed = i > 0 and 0 not in unknown and (value != base or type(value) is not type(base))
+        if value is _ABSENT:
+            values.append(ConfigValue(None, "absent", differs=changed))
+            continue
+        text = _config_text(value)
+        values.append(ConfigValue(text[:CONFIG_TEXT_LIMIT], more=max(0, len(text) - CONFIG_TEXT_LIMIT),
+                                  differs=changed))
+    return ConfigRow(label, values, differs)
+
+
+def _ordered_keys(objects: list[dict], first=()) -> list[str]:
+    keys = dict.fromkeys(key for key in first if any(key in o for o in objects))
+    for o in objects:
+        keys.update(dict.fromkeys(o))
+    return list(keys)
+
+
+def _section(title: str, rows: list[ConfigRow]) -> ConfigSection:
+    if len(rows) <= CONFIG_ROWS_LIMIT:
+        return ConfigSection(title, rows)
+    # Keep the rows that differ first: they are what the panel is for.
+    kept = sorted(rows, key=lambda row: not row.differs)[:CONFIG_ROWS_LIMIT]
+    return ConfigSection(title, kept, len(rows) - len(kept))
+
+
+def _evaluator_label(kind, key: str) -> str:
+    return "judge prompt" if kind == "llm_judge" and key == "config.prompt" else key
+
+
+def run_configurations(comparison: Comparison) -> RunConfigurations:
+    """Each selected run's configuration side by side: its config (model, prompt, parameters), tags,
+    and the evaluators recorded when it was created (`EvaluationRun.evaluator_snapshot`).
+
+    `evaluator_differences` names each evaluator whose kind, value type, optimize, cutoff, range or
+    config was not the same for every run that recorded one: their scores are then not comparable.
+    No queries: everything comes from the runs the comparison holds (whose columns are in the rows
+    cache's key, so the cached page changes with them)."""
+    runs = comparison.runs
+    configs = [run.run.config if isinstance(run.run.config, dict) else {"(config)": run.run.config} for run in runs]
+    tags = [run.run.tags if isinstance(run.run.tags, dict) else {"(tags)": run.run.tags} for run in runs]
+    sections = [
+        _section("Config", [_config_row(key, [c.get(key, _ABSENT) for c in configs])
+                            for key in _ordered_keys(configs, CONFIG_FIRST_KEYS)]),
+        _section("Tags", [_config_row(key, [t.get(key, _ABSENT) for t in tags]) for key in _ordered_keys(tags)]),
+    ]
+    snapshots = []
+    unknown = set()
+    for i, run in enumerate(runs):
+        snapshot = run.run.evaluator_snapshot
+        if not isinstance(snapshot, list):
+            unknown.add(i)
+            snapshot = []
+        snapshots.append({e["name"]: e for e in snapshot if isinstance(e, dict) and isinstance(e.get("name"), str)})
+    names = _ordered_keys(snapshots, [e.name for e in comparison.evaluators])
+    evaluator_rows, differences = [], []
+    for name in names:
+        present = [s.get(name) for s in snapshots]
+        missing = {i for i, e in enumerate(present) if e is None and i not in unknown}
+        entries = []
+        for e in present:
+            entry = {}
+            if e is not None:
+                entry = {key: e.get(key, _ABSENT) for key, _ in EVALUATOR_FIELDS}
+                config = e.get("config", _ABSENT)
+                if isinstance(config, dict):
+                    entry.update({f"config.{key}": value for key, value in config.items()})
+                elif config is not _ABSENT:
+                    entry["config"] = config
+            entries.append(entry)
+        kind = next((e.get("kind") for e in present if e is not None), None)
+        changed = []
+        if missing:
+            evaluator_rows.append(replace(_config_row("evaluator", [
+                _ABSENT if i in missing else "yes" for i in range(len(runs))], unknown), group=name))
+            changed.append("not an evaluator of " + ", ".join(runs[i].run.short_id for i in sorted(missing)))
+        labels = dict(EVALUATOR_FIELDS)
+        for key in _ordered_keys(entries, list(labels)):
+            row = _config_row(_evaluator_label(kind, labels.get(key, key)),
+                              [entry.get(key, _ABSENT) for entry in entries], unknown, missing)
+            evaluator_rows.append(replace(row, group=name))
+            if row.differs:
+                changed.append(row.label)
+        if changed:
+            differences.append(f"{name}: {', '.join(changed)}")
+    sections.append(_section("Evaluators at run time", evaluator_rows))
+    return RunConfigurations(sections, [run for i, run in enumerate(runs) if i in unknown], differences)

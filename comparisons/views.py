@@ -158,6 +158,7 @@ def comparison_detail(request, name):
                                  context["view"])
             context.update(page=rows, rows_html=rows.html,
                            chips=_chips(comparison, context["state"], context["pinned"]),
+                           configuration=queries.run_configurations(comparison),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES, view_choices=VIEW_CHOICES,
                            column_count=1 + len(comparison.runs) if context["view"] == GRID
                            else 4 + len(comparison.evaluators))

@@ -153,7 +153,7 @@ def test_window_includes_versions_alive_at_the_instant(evaluation):
 def test_run_time_is_the_id_time(evaluation):
     run = RunFactory(evaluation=evaluation, id=uuid7(at(42)))
     assert run.started_at == at(42)
-    assert run.short_id == str(run.id)[:8]
+    assert run.short_id == str(run.id)[-8:]  # the random tail, not the time prefix
 
 
 def test_evaluator_pass_and_better_respect_optimize(evaluation):

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from comparisons.bulk import copy_rows
 from comparisons.ids import parse_uuid, uuid7
-from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference
+from comparisons.models import Evaluation, EvaluationRun, Evaluator, Feedback, Inference, evaluator_snapshot
 from comparisons.runner.openai_client import RateLimiter
 from comparisons.runner.scorers import RaisedInThread, Score, Scorer, call_in_thread
 from comparisons.stats import Interval, metric_interval, percentile, sample_stddev
@@ -1106,8 +1106,7 @@ def _evaluate(
         if targets:
             seed = random.SystemRandom().randrange(2**63) if seed is None else seed
             config = {**(config or {}), "precision": targets, "seed": seed}
-        run = EvaluationRun(id=uuid7(), evaluation=evaluation, variant_name=variant, config=config or {},
-                            tags=tags or {}, status=EvaluationRun.Status.RUNNING)
+        run = EvaluationRun.new(evaluation, variant, config=config, tags=tags)
         datapoints = evaluation.datapoints().in_window(run.started_at).newest_first()
     if datapoint_ids is not None:
         wanted = [str(i) for i in datapoint_ids]
@@ -1148,7 +1147,11 @@ def _evaluate(
                                  time.perf_counter() - started, comparison_url(run), resumed=len(previous),
                                  nothing_to_resume=True)
             run.status = EvaluationRun.Status.RUNNING
-            run.save(update_fields=["status"])
+            fields = ["status"]
+            if not previous:  # nothing scored yet (a launched run's first start): today's evaluators score it
+                run.evaluator_snapshot = evaluator_snapshot(evaluation)
+                fields.append("evaluator_snapshot")
+            run.save(update_fields=fields)
 
     inputs = {datapoint_id: input for datapoint_id, input, _ in work}
     results: deque[ItemResult] = deque()

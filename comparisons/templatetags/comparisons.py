@@ -9,6 +9,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
 
+from comparisons.ids import short_id
 from comparisons.runner.scorers import output_text
 
 register = template.Library()
@@ -37,6 +38,12 @@ def as_text(value) -> str:
                                                  and "type" in value[0]):
         return json.dumps(value, indent=2, ensure_ascii=False)
     return output_text(value)
+
+
+@register.filter(name="short_id")
+def short_id_filter(value) -> str:
+    """An id's short form (`ids.short_id`), as every page and the admin show it."""
+    return short_id(value)
 
 
 @register.filter

@@ -88,7 +88,7 @@ def test_remove_a_run_and_make_another_the_baseline(page, live_server, data):
     alpha, bravo, charlie = data["runs"]
     page.goto(f"{live_server.url}/evaluations/qa/?run_ids={alpha.id},{bravo.id},{charlie.id}")
     expect(chips(page)).to_have_count(3)
-    page.get_by_label(f"Remove charlie-experiment ({str(charlie.id)[:8]})").click()
+    page.get_by_label(f"Remove charlie-experiment ({charlie.short_id})").click()
     expect(chips(page)).to_have_count(2)
     assert run_ids_in(page.url) == [str(alpha.id), str(bravo.id)]
     page.locator(f'.chip[data-run-id="{bravo.id}"] .make-baseline').click()
