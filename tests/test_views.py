@@ -1,7 +1,6 @@
 import json
 import re
 import uuid
-from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -18,6 +17,7 @@ from tests.factories import (
     InferenceFactory,
     RunFactory,
     at,
+    bulk_scored_runs,
 )
 
 pytestmark = pytest.mark.django_db
@@ -33,14 +33,12 @@ def setup():
     EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float", cutoff=0.5)
     base = RunFactory(evaluation=evaluation, id=uuid7(at(100)), variant_name="baseline-v1")
     new = RunFactory(evaluation=evaluation, id=uuid7(at(200)), variant_name="candidate-v2")
-    datapoints = []
-    for i in range(130):
-        datapoint = DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
-        datapoints.append(datapoint)
-        for run, value in ((base, 1.0), (new, float(i % 2))):
-            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"answer {i} from {run.variant_name}")
-            FeedbackFactory(inference=inference, metric="correct", value=value)
-            FeedbackFactory(inference=inference, metric="similarity", value=0.3 + value / 2)
+
+    def scores(run, i):
+        value = 1.0 if run == base else float(i % 2)
+        return {"correct": value, "similarity": 0.3 + value / 2}
+
+    datapoints = bulk_scored_runs(evaluation, [base, new], 130, scores)
     return {"evaluation": evaluation, "base": base, "new": new, "datapoints": datapoints,
             "url": reverse("comparison_detail", args=["qa"]), "run_ids": f"{base.id},{new.id}"}
 

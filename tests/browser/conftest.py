@@ -65,18 +65,8 @@ def comparison_data(variants: list[str], *, datapoints: int, scored_runs: int, s
     """Evaluation "qa" with runs `variants` a minute apart and `datapoints` datapoints a second apart;
     the first `scored_runs` runs have an output and a `correct` score (alternating) for each, and with
     `similarity` a float metric (cutoff 0.5) scored 0.25 + run index / 2."""
-    from datetime import timedelta
-
     from comparisons.ids import uuid7
-    from tests.factories import (
-        DatapointFactory,
-        EvaluationFactory,
-        EvaluatorFactory,
-        FeedbackFactory,
-        InferenceFactory,
-        RunFactory,
-        at,
-    )
+    from tests.factories import EvaluationFactory, EvaluatorFactory, RunFactory, at, bulk_scored_runs
 
     evaluation = EvaluationFactory(name="qa")
     EvaluatorFactory(evaluation=evaluation, name="correct")
@@ -84,12 +74,14 @@ def comparison_data(variants: list[str], *, datapoints: int, scored_runs: int, s
         EvaluatorFactory(evaluation=evaluation, name="similarity", value_type="float", cutoff=0.5)
     runs = [RunFactory(evaluation=evaluation, id=uuid7(at(100 + i)), variant_name=name)
             for i, name in enumerate(variants)]
-    points = [DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
-              for i in range(datapoints)]
-    for run_index, run in enumerate(runs[:scored_runs]):
-        for i, datapoint in enumerate(points):
-            inference = InferenceFactory(run=run, datapoint=datapoint, output=f"output {i} of {run.variant_name}")
-            FeedbackFactory(inference=inference, metric="correct", value=float((i + run_index) % 2))
-            if similarity:
-                FeedbackFactory(inference=inference, metric="similarity", value=0.25 + run_index / 2)
+    index = {run.id: i for i, run in enumerate(runs)}
+
+    def scores(run, i):
+        values = {"correct": float((i + index[run.id]) % 2)}
+        if similarity:
+            values["similarity"] = 0.25 + index[run.id] / 2
+        return values
+
+    points = bulk_scored_runs(evaluation, runs[:scored_runs], datapoints, scores,
+                              output=lambda run, i: f"output {i} of {run.variant_name}")
     return {"evaluation": evaluation, "runs": runs, "datapoints": points}
