@@ -354,6 +354,13 @@ class Evaluator(ValidatedNameModel):
             return value >= 0.5 if maximise else value < 0.5
         return value >= self.cutoff if maximise else value <= self.cutoff
 
+    def mean_passes(self, mean: float | None) -> bool | None:
+        """Whether a run's mean meets the cutoff (None without a cutoff; no scores fails it): the
+        runner's verdict, by the same rule as one value (`passes`)."""
+        if self.cutoff is None:
+            return None
+        return False if mean is None else self.passes(mean)
+
     def better(self, value: float, baseline: float) -> int:
         """1 when `value` improves on `baseline`, -1 when it regresses, 0 when equal."""
         if value == baseline:
@@ -724,12 +731,31 @@ class PairedSummary(RunningSums):
     higher = models.IntegerField(default=0)  # datapoints where the run's value is above the baseline's
     lower = models.IntegerField(default=0)
     same = models.IntegerField(default=0)
+    # Σ of the baseline's values over the paired datapoints: with `total`, each side's mean over the
+    # same datapoints (what the Δ is the difference of).
+    base_total = ExactSum(default=Decimal(0), db_default=Decimal(0))
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["baseline", "run", "metric"], name="paired_summary_unique")]
 
     def __str__(self):
         return f"{self.metric} of {self.run_id} vs {self.baseline_id}: n={self.n}"
+
+    @property
+    def base_mean(self) -> float | None:
+        """The baseline's mean over the paired datapoints."""
+        if not self.n:
+            return None
+        with localcontext(prec=40):
+            return float(Decimal(self.base_total) / self.n)
+
+    @property
+    def run_mean(self) -> float | None:
+        """The run's mean over the paired datapoints (baseline mean + mean difference, exactly)."""
+        if not self.n:
+            return None
+        with localcontext(prec=40):
+            return float((Decimal(self.base_total) + Decimal(self.total)) / self.n)
 
 
 class RunCoverage(models.Model):

@@ -615,15 +615,17 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
 
 
 FILL_PAIRS_SQL = """
-INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same)
+INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same,
+                                       base_total)
 SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesce(a.total, 0),
-       coalesce(a.total_sq, 0), coalesce(a.higher, 0), coalesce(a.lower, 0), coalesce(a.same, 0)
+       coalesce(a.total_sq, 0), coalesce(a.higher, 0), coalesce(a.lower, 0), coalesce(a.same, 0),
+       coalesce(a.base_total, 0)
 FROM unnest(%(runs)s::uuid[]) AS wanted_run (run_id)
 CROSS JOIN unnest(%(metrics)s::text[]) AS wanted (metric)
 LEFT JOIN (
     SELECT s.run_id, s.metric, count(*) AS n, sum(d.diff) AS total, sum(d.diff * d.diff) AS total_sq,
            count(*) FILTER (WHERE s.value > b.value) AS higher, count(*) FILTER (WHERE s.value < b.value) AS lower,
-           count(*) FILTER (WHERE s.value = b.value) AS same
+           count(*) FILTER (WHERE s.value = b.value) AS same, sum(comparisons_exact(b.value)) AS base_total
     FROM comparisons_windowscore s
     JOIN comparisons_windowscore b
         ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
