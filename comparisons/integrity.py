@@ -19,7 +19,8 @@ TABLES = {
     "RunCoverage": ("comparisons_runcoverage", "comparisons_true_run_coverage",
                     ["run_id"], ["inferences", "errors", "pinned"], True),
     "PairedSummary": ("comparisons_pairedsummary", "comparisons_true_paired_summaries",
-                      ["baseline_id", "run_id", "metric"], ["n", "total", "total_sq", "higher", "lower", "same"], True),
+                      ["baseline_id", "run_id", "metric"], ["n", "total", "total_sq", "higher", "lower", "same",
+                       "base_total"], True),
 }
 
 
