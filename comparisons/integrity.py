@@ -19,8 +19,7 @@ TABLES = {
     "RunCoverage": ("comparisons_runcoverage", "comparisons_true_run_coverage",
                     ["run_id"], ["inferences", "errors", "pinned"], True),
     "PairedSummary": ("comparisons_pairedsummary", "comparisons_true_paired_summaries",
-                      ["baseline_id", "run_id", "metric"], ["n", "total", "total_sq", "higher", "lower", "same",
-                       "base_total"], True),
+                      ["baseline_id", "run_id", "metric"], ["n", "total", "total_sq", "higher", "lower", "same"], True),
 }
 
 

@@ -780,31 +780,12 @@ class PairedSummary(RunningSums):
     higher = models.IntegerField(default=0)  # datapoints where the run's value is above the baseline's
     lower = models.IntegerField(default=0)
     same = models.IntegerField(default=0)
-    # Σ of the baseline's values over the paired datapoints: with `total`, each side's mean over the
-    # same datapoints (what the Δ is the difference of).
-    base_total = ExactSum(default=Decimal(0), db_default=Decimal(0))
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["baseline", "run", "metric"], name="paired_summary_unique")]
 
     def __str__(self):
         return f"{self.metric} of {self.run_id} vs {self.baseline_id}: n={self.n}"
-
-    @property
-    def base_mean(self) -> float | None:
-        """The baseline's mean over the paired datapoints."""
-        if not self.n:
-            return None
-        with localcontext(prec=40):
-            return float(Decimal(self.base_total) / self.n)
-
-    @property
-    def run_mean(self) -> float | None:
-        """The run's mean over the paired datapoints (baseline mean + mean difference, exactly)."""
-        if not self.n:
-            return None
-        with localcontext(prec=40):
-            return float((Decimal(self.base_total) + Decimal(self.total)) / self.n)
 
 
 class RunCoverage(models.Model):

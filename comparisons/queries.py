@@ -55,7 +55,6 @@ from comparisons.models import (
     RunMetricSummary,
     in_window,
     lock_kept_tables,
-    window_bounds,
     window_q,
 )
 from comparisons.stats import Interval, metric_interval, wald_interval
@@ -580,8 +579,6 @@ class DeltaStat:
     unchanged: int
 
     outcome: str = "same"  # "better" or "worse" by the metric's direction, "same" for no change
-    base_mean: float | None = None  # the baseline's mean over the same n paired datapoints
-    run_mean: float | None = None  # the run's mean over them: run_mean − base_mean is `mean`
 
     @property
     def significant(self) -> bool:
@@ -596,8 +593,6 @@ class MetricStat:
     ci: Interval | None
     delta: DeltaStat | None = None
     overrides: int = 0  # how many of the n values are human corrections
-    passes: bool | None = None  # the mean meets the metric's cutoff (None without one)
-    best: bool = False  # the best mean of the compared runs (by `optimize`; ties all best)
 
 
 @dataclass
@@ -646,28 +641,25 @@ def comparison_stats(comparison: Comparison) -> ComparisonStats:
             n = row["n"] if row else 0
             mean = row["mean"] if row else None
             stat = MetricStat(run, n, mean, metric_interval(evaluator.is_boolean, mean, row and row["sd"], n),
-                              overrides=row["overrides"] if row else 0, passes=evaluator.cutoff_met(mean))
+                              overrides=row["overrides"] if row else 0)
             pair = deltas.get((run.id, evaluator.name))
             if pair is not None:
                 stat.delta = _delta_stat(evaluator, pair)
             stats.append(stat)
-        _mark_best(evaluator, stats)
         metrics.append(MetricSummary(evaluator, stats))
     return ComparisonStats(comparison, coverage, metrics)
 
 
 FILL_PAIRS_SQL = """
-INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same,
-                                       base_total)
+INSERT INTO comparisons_pairedsummary (baseline_id, run_id, metric, n, total, total_sq, higher, lower, same)
 SELECT %(baseline)s, wanted_run.run_id, wanted.metric, coalesce(a.n, 0), coalesce(a.total, 0),
-       coalesce(a.total_sq, 0), coalesce(a.higher, 0), coalesce(a.lower, 0), coalesce(a.same, 0),
-       coalesce(a.base_total, 0)
+       coalesce(a.total_sq, 0), coalesce(a.higher, 0), coalesce(a.lower, 0), coalesce(a.same, 0)
 FROM unnest(%(runs)s::uuid[]) AS wanted_run (run_id)
 CROSS JOIN unnest(%(metrics)s::text[]) AS wanted (metric)
 LEFT JOIN (
     SELECT s.run_id, s.metric, count(*) AS n, sum(d.diff) AS total, sum(d.diff * d.diff) AS total_sq,
            count(*) FILTER (WHERE s.value > b.value) AS higher, count(*) FILTER (WHERE s.value < b.value) AS lower,
-           count(*) FILTER (WHERE s.value = b.value) AS same, sum(comparisons_exact(b.value)) AS base_total
+           count(*) FILTER (WHERE s.value = b.value) AS same
     FROM comparisons_windowscore s
     JOIN comparisons_windowscore b
         ON b.run_id = %(baseline)s AND b.metric = s.metric AND b.datapoint_id = s.datapoint_id
@@ -720,161 +712,7 @@ def _delta_stat(evaluator: Evaluator, pair: PairedSummary) -> DeltaStat | None:
         regressed=pair.lower if maximise else pair.higher,
         unchanged=pair.same,
         outcome="same" if not mean else "better" if (mean > 0) == maximise else "worse",
-        base_mean=pair.base_mean, run_mean=pair.run_mean,
     )
-
-
-def _mark_best(evaluator: Evaluator, stats: list[MetricStat]) -> None:
-    """Mark the run(s) with the best mean, when at least two runs have one."""
-    means = [s.mean for s in stats if s.mean is not None]
-    if len(means) < 2:
-        return
-    best = max(means) if evaluator.optimize == Evaluator.Optimize.MAX else min(means)
-    for stat in stats:
-        stat.best = stat.mean == best
-
-
-@dataclass
-class RunEfficiency:
-    """A run's operational figures over the inferences inside its window."""
-
-    inferences: int
-    errors: int
-    latency_p50: float | None
-    latency_p95: float | None
-    latency_p99: float | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost: float | None
-    throughput: float | None  # inferences a second, first to last recorded
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.inferences if self.inferences else None
-
-    @property
-    def cost_per_datapoint(self) -> float | None:
-        return self.cost / self.inferences if self.cost is not None and self.inferences else None
-
-
-# Per run (LATERAL: one index range of the unique (run, datapoint) index each, aggregated without a
-# sort across runs): its inferences whose datapoint is in the run's window, by the bounds of
-# models.window_bounds (an id and a time per run, not a parse of every row's id); one sort per run
-# gives all three percentiles; first and last inference ids as text (uuid has no min/max, and the
-# text of a uuid orders as the uuid does).
-EFFICIENCY_SQL = """
-SELECT r.run_id, e.n, e.errors, e.latencies, e.input_tokens, e.output_tokens, e.cost, e.first, e.last
-FROM unnest(%s::uuid[], %s::uuid[], %s::timestamptz[]) AS r (run_id, last_id, staled_after)
-CROSS JOIN LATERAL (
-    SELECT count(*) AS n, count(i.error) AS errors,
-           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY i.latency_ms) AS latencies,
-           sum(i.input_tokens) AS input_tokens, sum(i.output_tokens) AS output_tokens, sum(i.cost) AS cost,
-           min(i.id::text) AS first, max(i.id::text) AS last
-    FROM comparisons_inference i
-    JOIN comparisons_datapoint d ON d.id = i.datapoint_id
-    WHERE i.run_id = r.run_id AND d.id <= r.last_id AND (d.staled_at IS NULL OR d.staled_at > r.staled_after)
-) e
-"""
-
-
-def comparison_efficiency(comparison: Comparison) -> dict[uuid.UUID, RunEfficiency]:
-    """Per selected run, over its inferences inside its window: latency p50/p95/p99, task tokens in
-    and out, cost, throughput and errors (one query). What `run_summary` shows for one run, for all
-    runs at once; LLM judges' tokens and cost stay on the run page (they read every feedback row)."""
-    from comparisons.ids import uuid7_time
-
-    bounds = [window_bounds(r.time) for r in comparison.runs]
-    with connection.cursor() as cursor:
-        cursor.execute(EFFICIENCY_SQL, [[r.id for r in comparison.runs], [b[0] for b in bounds],
-                                        [b[1] for b in bounds]])
-        found = {row[0]: row[1:] for row in cursor.fetchall()}
-    figures = {}
-    for run in comparison.runs:
-        n, errors, latencies, tokens_in, tokens_out, cost, first, last = \
-            found.get(run.id, (0, 0, None, None, None, None, None, None))
-        p50, p95, p99 = latencies or (None, None, None)
-        elapsed_s = (uuid7_time(uuid.UUID(last)) - uuid7_time(uuid.UUID(first))).total_seconds() if n else 0
-        figures[run.id] = RunEfficiency(
-            n, errors, p50, p95, p99, tokens_in, tokens_out, float(cost) if cost is not None else None,
-            n / elapsed_s if elapsed_s > 0 else None)
-    return figures
-
-
-HISTOGRAM_BINS = 10
-
-
-@dataclass
-class Distribution:
-    """How one run's scores of one metric are spread: `counts` per bin over [low, high] (floats), or
-    passing and failing scores (booleans)."""
-
-    run: SelectedRun
-    counts: list[int]
-    low: float | None = None
-    high: float | None = None
-    passing: int = 0
-    failing: int = 0
-
-
-# Each float metric's scores binned over one range shared by the runs: the evaluator's declared
-# range, else the selected runs' smallest and largest score (COALESCE reads them only then). Each
-# (run, metric) is a range of WindowScore's primary key. The largest value falls in the last bin.
-HISTOGRAM_SQL = """
-WITH ranges AS (
-    SELECT w.metric,
-           coalesce(w.low, (SELECT min(s.value) FROM comparisons_windowscore s
-                            WHERE s.run_id = ANY(%(runs)s::uuid[]) AND s.metric = w.metric)) AS low,
-           coalesce(w.high, (SELECT max(s.value) FROM comparisons_windowscore s
-                             WHERE s.run_id = ANY(%(runs)s::uuid[]) AND s.metric = w.metric)) AS high
-    FROM unnest(%(metrics)s::text[], %(lows)s::float8[], %(highs)s::float8[]) AS w (metric, low, high)
-)
-SELECT s.run_id, s.metric, r.low, r.high,
-       CASE WHEN r.high > r.low THEN least(greatest(width_bucket(s.value, r.low, r.high, %(bins)s), 1), %(bins)s)
-            ELSE 1 END AS bin,
-       count(*)
-FROM ranges r
-JOIN comparisons_windowscore s ON s.metric = r.metric AND s.run_id = ANY(%(runs)s::uuid[])
-GROUP BY 1, 2, 3, 4, 5
-"""
-
-
-def comparison_distributions(comparison: Comparison,
-                             stats: ComparisonStats) -> dict[tuple[uuid.UUID, str], Distribution]:
-    """Per (run, metric): a histogram of the winning in-window scores (float metrics, one query
-    over WindowScore) or the passing and failing counts (boolean metrics, from the kept sums in
-    `stats`, no query)."""
-    result = {}
-    floats = [e for e in comparison.evaluators if not e.is_boolean]
-    for summary in stats.metrics:
-        evaluator = summary.evaluator
-        if not evaluator.is_boolean:
-            continue
-        for stat in summary.per_run:
-            trues = round(stat.mean * stat.n) if stat.n else 0
-            passing = trues if evaluator.passes(1.0) else stat.n - trues
-            result[(stat.run.id, evaluator.name)] = Distribution(stat.run, [], passing=passing,
-                                                                 failing=stat.n - passing)
-    if not floats:
-        return result
-    bounded = [e.min_value is not None and e.max_value is not None and e.max_value > e.min_value for e in floats]
-    with connection.cursor() as cursor:
-        cursor.execute(HISTOGRAM_SQL, {
-            "runs": [r.id for r in comparison.runs], "metrics": [e.name for e in floats],
-            "lows": [e.min_value if b else None for e, b in zip(floats, bounded, strict=True)],
-            "highs": [e.max_value if b else None for e, b in zip(floats, bounded, strict=True)],
-            "bins": HISTOGRAM_BINS})
-        binned = cursor.fetchall()
-    ranges = {}
-    for run in comparison.runs:
-        for evaluator in floats:
-            result[(run.id, evaluator.name)] = Distribution(run, [0] * HISTOGRAM_BINS)
-    for run_id, metric, low, high, bin_number, count in binned:
-        ranges[metric] = (low, high)
-        result[(run_id, metric)].counts[bin_number - 1] += count
-    for (_, metric), distribution in result.items():
-        if metric in ranges:
-            distribution.low, distribution.high = ranges[metric]
-    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, push_url, reswap, retarget
 
 from comparisons import queries
-from comparisons.charts import histogram, mean_ci_chart
+from comparisons.charts import mean_ci_chart
 from comparisons.diff import DiffBudget
 from comparisons.export import attachment_disposition, export_columns, export_rows
 from comparisons.export import render as render_export
@@ -189,75 +189,6 @@ def _comparison_is_cacheable(context) -> bool:
     return comparison is not None and not context["latest_only"] and all(run.run.ended for run in comparison.runs)
 
 
-COMPACT_STATS_ABOVE = 4  # more runs than this: the statistics open as a one-line-per-metric summary
-
-
-def _stats_card(summary, distributions) -> dict:
-    """One metric's card: its per-run statistics, chart (cutoff drawn, best run marked) and each
-    run's distribution, plus the one-line summary shown when the statistics are collapsed."""
-    evaluator = summary.evaluator
-    points = [(s.run.colour, s.run.run.variant_name, s.mean, s.ci and s.ci.low, s.ci and s.ci.high, s.best)
-              for s in summary.per_run]
-    shapes = [distributions.get((s.run.id, evaluator.name)) for s in summary.per_run]
-    tallest = max((max(d.counts) for d in shapes if d is not None and d.counts), default=0)
-    rows = []
-    for stat, shape in zip(summary.per_run, shapes, strict=True):
-        rows.append({"stat": stat, "shape": shape,
-                     "histogram": histogram(shape.counts, shape.low, shape.high, tallest=tallest)
-                     if shape is not None and shape.counts else None})
-    best = [s for s in summary.per_run if s.best]
-    judged = [s for s in summary.per_run if s.passes is not None]
-    return {
-        "summary": summary, "rows": rows,
-        "chart": mean_ci_chart(points, bounded=evaluator.is_boolean, cutoff=evaluator.cutoff,
-                               percent=evaluator.is_boolean),
-        "best": best[0] if len(best) == 1 else None,
-        "passing": sum(1 for s in judged if s.passes), "judged": len(judged),
-        "better": sum(1 for s in summary.per_run if s.delta and s.delta.significant and s.delta.outcome == "better"),
-        "worse": sum(1 for s in summary.per_run if s.delta and s.delta.significant and s.delta.outcome == "worse"),
-    }
-
-
-# Efficiency figures: (attribute, heading, lower is better, how a value is shown).
-EFFICIENCY_COLUMNS = [
-    ("latency_p50", "Latency p50", True, "ms"), ("latency_p95", "p95", True, "ms"),
-    ("latency_p99", "p99", True, "ms"), ("input_tokens", "Tokens in", True, "int"),
-    ("output_tokens", "Tokens out", True, "int"), ("cost", "Cost", True, "cost"),
-    ("cost_per_datapoint", "Cost / datapoint", True, "cost"), ("throughput", "Throughput", False, "rate"),
-    ("error_rate", "Error rate", True, "percent"),
-]
-
-
-def _efficiency_rows(comparison, efficiency) -> list[dict]:
-    """Per run, each efficiency figure with its change against the baseline's."""
-    base = efficiency[comparison.baseline.id]
-    rows = []
-    for run in comparison.runs:
-        figures = efficiency[run.id]
-        cells = []
-        for attribute, _, lower_is_better, shown in EFFICIENCY_COLUMNS:
-            value, reference = getattr(figures, attribute), getattr(base, attribute)
-            cells.append({"value": value, "shown": shown, **_change(value, reference, lower_is_better, shown)}
-                         if not run.is_baseline else {"value": value, "shown": shown})
-        rows.append({"run": run, "figures": figures, "cells": cells})
-    return rows
-
-
-def _change(value, reference, lower_is_better: bool, shown: str) -> dict:
-    """A figure's change against the baseline: relative (points for rates), and whether it is better."""
-    if value is None or reference is None or value == reference:
-        return {"change": "" if value is None or reference is None else "±0", "outcome": "same"}
-    if shown == "percent":
-        change = f"{(value - reference) * 100:+.1f} pp"
-    elif reference:
-        relative = (value - reference) / abs(reference) * 100
-        change = f"{relative:+.0f}%" if abs(relative) >= 10 else f"{relative:+.1f}%"
-    else:
-        change = "new"
-    better = (value < reference) == lower_is_better
-    return {"change": change, "outcome": "better" if better else "worse"}
-
-
 @require_safe
 @login_required
 @vary_on_headers("HX-Request")
@@ -290,12 +221,12 @@ def comparison_stats_detail(request, name):
         stats = queries.comparison_stats(context["comparison"])
     except ComparisonError as error:
         return _error(request, error, slot="#results-stats")  # in place of the spinner
-    comparison = context["comparison"]
-    distributions = queries.comparison_distributions(comparison, stats)
-    efficiency = queries.comparison_efficiency(comparison)
-    context.update(stats=stats, cards=[_stats_card(summary, distributions) for summary in stats.metrics],
-                   efficiency=_efficiency_rows(comparison, efficiency),
-                   compact=len(comparison.runs) > COMPACT_STATS_ABOVE)
+    cards = []
+    for summary in stats.metrics:
+        points = [(s.run.colour, s.run.run.variant_name, s.mean, s.ci and s.ci.low, s.ci and s.ci.high)
+                  for s in summary.per_run]
+        cards.append({"summary": summary, "chart": mean_ci_chart(points, bounded=summary.evaluator.is_boolean)})
+    context.update(stats=stats, cards=cards)
     template = "comparisons/comparison_stats.html"
     if _is_fragment_request(request):
         template += "#results-stats"

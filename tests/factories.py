@@ -165,39 +165,3 @@ def bulk_scored_runs(evaluation: Evaluation, runs, datapoints: int, scores, *, s
     copy_rows(Inference, INFERENCE_COLUMNS, inferences)
     copy_rows(Feedback, FEEDBACK_COLUMNS, feedback)
     return points
-def statistics_data(variants: list[str], datapoints: int = 40) -> dict:
-    """Evaluation "qa" with `correct` (boolean) and `similarity` (float, cutoff 0.6) scored by runs
-    `variants` a minute apart over `datapoints` datapoints: seeded spread-out scores, latencies,
-    tokens and cost, inferences half a second apart, an error every 17th, and a human correction
-    on each run's first datapoint; the last run skips the first fifth of the datapoints."""
-    import random
-    from decimal import Decimal
-
-    rng = random.Random(14)
-    evaluation = EvaluationFactory(name="qa")
-    EvaluatorFactory(evaluation=evaluation, name="correct")
-    EvaluatorFactory(evaluation=evaluation, name="similarity", kind="levenshtein", value_type="float", cutoff=0.6)
-    runs = [RunFactory(evaluation=evaluation, id=uuid7(at(100 + i)), variant_name=name)
-            for i, name in enumerate(variants)]
-    points = [DatapointFactory(evaluation=evaluation, created=at(0) + timedelta(seconds=i), name=f"dp-{i:03d}")
-              for i in range(datapoints)]
-    for index, run in enumerate(runs):
-        skill = 0.45 + 0.08 * index
-        for i, datapoint in enumerate(points):
-            if index == len(runs) - 1 and index and i < datapoints // 5:
-                continue
-            error = "TimeoutError: no answer in 30 s" if (i + index) % 17 == 0 else None
-            inference = InferenceFactory(
-                run=run, datapoint=datapoint, id=uuid7(run.started_at + timedelta(milliseconds=500 * i)),
-                output=None if error else f"output {i} of {run.variant_name}", error=error,
-                latency_ms=round(rng.lognormvariate(6 + 0.1 * index, 0.4), 1),
-                input_tokens=300 + rng.randrange(200), output_tokens=80 + rng.randrange(40 + 20 * index),
-                cost=Decimal(f"{0.0004 + 0.0001 * index + rng.random() * 0.0002:.8f}"))
-            if error:
-                continue
-            FeedbackFactory(inference=inference, metric="correct", value=float(rng.random() < skill))
-            FeedbackFactory(inference=inference, metric="similarity",
-                            value=round(min(1.0, max(0.0, rng.gauss(skill + 0.1, 0.18))), 4))
-            if i == 1:
-                FeedbackFactory(inference=inference, metric="similarity", value=0.9, source="human")
-    return {"evaluation": evaluation, "runs": runs, "datapoints": points}

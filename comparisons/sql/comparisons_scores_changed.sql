@@ -1,8 +1,7 @@
 -- A set of in-window winning scores of (run r[k], metric m[k], datapoint d[k]) appear (old NULL),
 -- change, or go (new NULL), set-based: WindowScore, each run's RunMetricSummary and every cached
 -- PairedSummary a changed run takes part in, as the compared run or as the baseline, in four
--- statements whatever the number of changes. A pair also keeps Σ of the baseline's values over its
--- paired datapoints (base_total), so both sides' means over the same datapoints can be shown. The keys must be distinct; entries that change
+-- statements whatever the number of changes. The keys must be distinct; entries that change
 -- nothing are ignored. When both runs of a pair change on one datapoint, the pair's difference
 -- goes from (old − old) to (new − new), as if the changes were applied one after the other. Sums
 -- are numeric (squares by multiplication, since numeric ^ rounds), so adding and removing values
@@ -64,9 +63,7 @@ BEGIN
                ON wb.run_id = t.baseline_id AND wb.metric = t.metric AND wb.datapoint_id = t.d
     ), diffs AS (
         SELECT id, comparisons_exact(run_now) - comparisons_exact(base_now) AS d_now,
-               comparisons_exact(run_was) - comparisons_exact(base_was) AS d_was,
-               CASE WHEN run_now IS NOT NULL THEN comparisons_exact(base_now) END AS b_now,
-               CASE WHEN run_was IS NOT NULL THEN comparisons_exact(base_was) END AS b_was
+               comparisons_exact(run_was) - comparisons_exact(base_was) AS d_was
         FROM sides
     ), deltas AS (
         SELECT id,
@@ -75,14 +72,12 @@ BEGIN
                sum(coalesce(d_now * d_now, 0) - coalesce(d_was * d_was, 0)) AS total_sq,
                sum(coalesce((d_now > 0)::int, 0) - coalesce((d_was > 0)::int, 0)) AS higher,
                sum(coalesce((d_now < 0)::int, 0) - coalesce((d_was < 0)::int, 0)) AS lower,
-               sum(coalesce((d_now = 0)::int, 0) - coalesce((d_was = 0)::int, 0)) AS same,
-               sum(coalesce(b_now, 0) - coalesce(b_was, 0)) AS base_total
+               sum(coalesce((d_now = 0)::int, 0) - coalesce((d_was = 0)::int, 0)) AS same
         FROM diffs GROUP BY id
     )
     UPDATE comparisons_pairedsummary p SET
         n = p.n + x.n, total = p.total + x.total, total_sq = p.total_sq + x.total_sq,
-        higher = p.higher + x.higher, lower = p.lower + x.lower, same = p.same + x.same,
-        base_total = p.base_total + x.base_total
+        higher = p.higher + x.higher, lower = p.lower + x.lower, same = p.same + x.same
     FROM deltas x
     WHERE p.id = x.id;
 END $$;

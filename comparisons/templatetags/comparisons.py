@@ -82,24 +82,6 @@ def signed(value, evaluator=None) -> str:
 
 
 @register.filter
-def figure(value, shown: str) -> str:
-    """An efficiency figure (statistics): ms, int (tokens), cost ($), rate (per second) or percent."""
-    if value is None:
-        return "–"
-    if shown == "ms":
-        return f"{value:,.0f} ms"
-    if shown == "int":
-        return f"{value:,}"
-    if shown == "cost":
-        return f"${value:,.4f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
-    if shown == "rate":
-        return f"{value:,.1f}/s"
-    if shown == "percent":
-        return f"{value * 100:.1f}%"
-    return str(value)
-
-
-@register.filter
 def passes(value, evaluator) -> bool | None:
     """Whether one metric value passes its evaluator (None when it has no pass/fail)."""
     return evaluator.passes(value)
