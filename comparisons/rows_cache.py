@@ -32,7 +32,7 @@ from evalcompare import __version__
 
 CACHE_ALIAS = "comparison_rows"
 # Bump when the rows' markup changes in a way the package version does not follow (a development checkout).
-MARKUP = 2
+MARKUP = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,8 @@ def _usage(inference) -> str:
         tokens_out = "?" if inference.output_tokens is None else f"{inference.output_tokens:,}"
         parts.append(f"{tokens_in} → {tokens_out} tok")
     if inference.cost is not None:
-        parts.append(f"${float(inference.cost):.4f}" if inference.cost >= 0.0001 else f"${float(inference.cost):.2g}")
+        cost = float(inference.cost)  # cents' fractions in plain decimals, never 8.8e-05
+        parts.append(f"${cost:.4f}" if cost >= 0.0001 else "$" + (f"{cost:.10f}".rstrip("0").rstrip(".") or "0"))
     return f'<div class="usage">{" · ".join(parts)}</div>' if parts else ""
 
 

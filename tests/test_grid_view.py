@@ -123,5 +123,5 @@ def test_cells_show_tokens_and_cost(client_logged_in, view):
     body = client_logged_in.get(url(evaluation, runs, view=view)).content.decode()
     row = row_of(body, points[0])
     assert "1,234,567 → 89 tok · $0.0012" in row
-    assert "? → 5 tok · $4.2e-07" in row
+    assert "? → 5 tok · $0.00000042" in row
     assert "tok" not in row_of(body, points[1])  # nothing recorded, nothing shown
