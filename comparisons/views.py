@@ -189,15 +189,21 @@ def _comparison_is_cacheable(context) -> bool:
     return comparison is not None and not context["latest_only"] and all(run.run.ended for run in comparison.runs)
 
 
+def _compared_runs_context(request, name):
+    """`_comparison_context` for the page's fragments about its runs: ComparisonError (404) without runs."""
+    context = _comparison_context(request, name)
+    if context["comparison"] is None:
+        raise ComparisonError(f"'{name}' has no runs yet.", status=404)
+    return context
+
+
 @require_safe
 @login_required
 @vary_on_headers("HX-Request")
 def comparison_failures_detail(request, name):
     """Failure analysis: each run's errors by class, each class a link to the rows that failed that way."""
     try:
-        context = _comparison_context(request, name)
-        if context["comparison"] is None:
-            raise ComparisonError(f"'{name}' has no runs yet.", status=404)
+        context = _compared_runs_context(request, name)
         classes = queries.failure_classes(context["comparison"])
     except ComparisonError as error:
         return _error(request, error, slot="#results-failures")
@@ -215,9 +221,7 @@ def comparison_failures_detail(request, name):
 def comparison_stats_detail(request, name):
     """Statistics of the comparison: loaded by the page as its own fragment (they scan whole windows)."""
     try:
-        context = _comparison_context(request, name)
-        if context["comparison"] is None:
-            raise ComparisonError(f"'{name}' has no runs yet.", status=404)
+        context = _compared_runs_context(request, name)
         stats = queries.comparison_stats(context["comparison"])
     except ComparisonError as error:
         return _error(request, error, slot="#results-stats")  # in place of the spinner
