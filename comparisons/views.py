@@ -158,7 +158,6 @@ def comparison_detail(request, name):
                                  context["view"])
             context.update(page=rows, rows_html=rows.html,
                            chips=_chips(comparison, context["state"], context["pinned"]),
-                           configuration=queries.run_configurations(comparison),
                            filter_choices=RowFilter.CHOICES, sort_choices=RowSort.CHOICES, view_choices=VIEW_CHOICES,
                            column_count=1 + len(comparison.runs) if context["view"] == GRID
                            else 4 + len(comparison.evaluators))
@@ -171,6 +170,8 @@ def comparison_detail(request, name):
     fragment = _is_fragment_request(request)
     if fragment and request.htmx.target != "comparison":
         return render(request, template + "#results-rows", context)
+    if context["comparison"] is not None:  # the Configuration panel: in the #comparison fragment only
+        context["configuration"] = queries.run_configurations(context["comparison"])
     if _comparison_is_cacheable(context):
         # What the rows' key holds and the page state; a run not ended shows live, time-dependent status.
         context["comparison_html"] = cached_html(
